@@ -1,0 +1,58 @@
+"""Which array library an input comes from, without importing any library.
+
+array-api-compat's ``is_*_array`` helpers look at ``sys.modules`` only, so asking
+"is this a torch tensor?" never imports torch.  Everything in the core goes
+through these few functions.
+"""
+
+from __future__ import annotations
+
+import array_api_compat as aac
+
+#: library names in the order they are probed; "array_api" is any other namespace
+LIBRARIES = ("numpy", "cupy", "torch", "jax", "array_api")
+
+
+def library_of(x) -> str:
+    """The name of the array library that ``x`` belongs to (see ``LIBRARIES``)."""
+    if aac.is_numpy_array(x):
+        return "numpy"
+    if aac.is_cupy_array(x):
+        return "cupy"
+    if aac.is_torch_array(x):
+        return "torch"
+    if aac.is_jax_array(x):
+        return "jax"
+    if aac.is_array_api_obj(x):
+        return "array_api"
+    raise TypeError(f"expected an array, got {type(x).__name__}")
+
+
+def common_library(named: dict) -> str:
+    """The one library shared by all non-None arrays in ``named`` (name -> array).
+
+    Mixing libraries is a TypeError naming the arguments: pdscan never converts
+    between libraries (or devices) behind the user's back.
+    """
+    libs = {}
+    for name, x in named.items():
+        if x is None:
+            continue
+        try:
+            libs[name] = library_of(x)
+        except TypeError:
+            raise TypeError(f"{name}: expected an array, got {type(x).__name__}") from None
+    kinds = set(libs.values())
+    if len(kinds) > 1:
+        detail = ", ".join(f"{n} is {lib}" for n, lib in libs.items())
+        raise TypeError(f"arrays from different libraries cannot be mixed ({detail})")
+    return kinds.pop()
+
+
+def namespace(*arrays):
+    """The array-API namespace of the arrays (compat-wrapped for numpy, cupy, torch)."""
+    return aac.array_namespace(*[a for a in arrays if a is not None])
+
+
+def device(x):
+    return aac.device(x)
