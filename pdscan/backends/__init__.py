@@ -9,6 +9,11 @@ A backend is an object with a ``name`` and two methods over a checked
   broadcast dimensions and casts back to the inputs' dtypes.  ``conjugate=False`` is
   the plain transpose (JAX's convention), ``True`` the conjugate (PyTorch's).
 
+Backends that write into caller-provided buffers (the fast ones, which the
+adapters call with tensors from the framework's allocator) also accept
+``forward(p, out=x)`` and ``vjp(..., out=(grad_d, grad_b, grad_x0))`` with arrays of
+the result's shape and dtype in the problem's library, and set ``writes_out = True``.
+
 Backends never see empty problems, never re-check inputs, and never write into
 their inputs.  Entries are imported lazily: a module is only loaded when its
 library's arrays arrive or when it is asked for by name, so ``import pdscan`` imports
