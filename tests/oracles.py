@@ -1,0 +1,140 @@
+"""Test helpers: random PD-scan inputs and the dense N x N oracle.
+
+The dense oracle builds every A_t as a full matrix and runs the recurrence with
+matrix-vector products, so it shares no code with the library.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+COMPLEX = {np.float32: np.complex64, np.float64: np.complex128}
+
+
+def random_values(rng, shape, dtype, scale=1.0):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "c":
+        out = rng.normal(size=shape) + 1j * rng.normal(size=shape)
+    else:
+        out = rng.normal(size=shape)
+    return (scale * out).astype(dtype)
+
+
+def random_unit_values(rng, shape, dtype, radius=(0.9, 1.0)):
+    """|d| near 1 so that gradients neither vanish nor explode over many steps."""
+    dtype = np.dtype(dtype)
+    mag = rng.uniform(*radius, size=shape)
+    if dtype.kind == "c":
+        return (mag * np.exp(2j * np.pi * rng.uniform(size=shape))).astype(dtype)
+    return (mag * rng.choice([-1.0, 1.0], size=shape)).astype(dtype)
+
+
+def random_maps(rng, shape, n, dtype=np.int64, collisions=True):
+    """Integer maps of ``shape`` (last axis N) into [0, n): with collisions (several
+    columns landing on one row) or permutations."""
+    if collisions:
+        # draw from a few rows only, so collisions are certain for N >= 3
+        rows = max(1, n // 2)
+        return rng.integers(0, rows, size=shape).astype(dtype)
+    flat = np.stack([rng.permutation(n) for _ in range(int(np.prod(shape[:-1])))])
+    return flat.reshape(shape).astype(dtype)
+
+
+def make_inputs(rng, batch=(3,), L=9, N=5, dtype=np.complex128, *, K=None, x0=True,
+                collisions=True, index_dtype=np.int64, unit=False):
+    """A dict of scan inputs: index (or selectors + maps), d, b, x0."""
+    shape = tuple(batch) + (L, N)
+    values = random_unit_values if unit else random_values
+    out = {"d": values(rng, shape, dtype), "b": random_values(rng, shape, dtype)}
+    if K is None:
+        out["index"] = random_maps(rng, shape, N, index_dtype, collisions)
+        out["maps"] = None
+    else:
+        out["maps"] = random_maps(rng, tuple(batch) + (K, N), N, index_dtype, collisions)
+        out["index"] = rng.integers(0, K, size=tuple(batch) + (L,)).astype(index_dtype)
+    out["x0"] = random_values(rng, tuple(batch) + (N,), dtype) if x0 else None
+    return out
+
+
+def dense(sigma, d, mode):
+    """The N x N matrices of transforms (sigma, d) of shape (..., N) -> (..., N, N)."""
+    sigma = np.asarray(sigma)
+    d = np.asarray(d)
+    sigma, d = np.broadcast_arrays(sigma, d)
+    n = d.shape[-1]
+    out = np.zeros(d.shape + (n,), dtype=d.dtype)
+    flat_out = out.reshape(-1, n, n)
+    flat_s, flat_d = sigma.reshape(-1, n), d.reshape(-1, n)
+    for r in range(flat_out.shape[0]):
+        for j in range(n):
+            if mode == "scatter":  # column j holds d[j] at row sigma(j)
+                flat_out[r, flat_s[r, j], j] += flat_d[r, j]
+            else:  # row i holds d[i] at column sigma(i)
+                flat_out[r, j, flat_s[r, j]] += flat_d[r, j]
+    return out
+
+
+def step_maps(index, maps):
+    if maps is None:
+        return np.asarray(index)
+    index, maps = np.asarray(index), np.asarray(maps)
+    batch = np.broadcast_shapes(index.shape[:-1], maps.shape[:-2])
+    index = np.broadcast_to(index, batch + index.shape[-1:])
+    maps = np.broadcast_to(maps, batch + maps.shape[-2:])
+    return np.take_along_axis(maps, index[..., None].astype(np.intp), axis=-2)
+
+
+def dense_scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False):
+    """The recurrence with dense matrices, in complex128 (or float64)."""
+    sigma = step_maps(index, maps)
+    dtype = np.result_type(d, b, *(() if x0 is None else (x0,)), np.float64)
+    A = dense(sigma, np.asarray(d, dtype), mode)
+    b = np.asarray(b, dtype)
+    batch = np.broadcast_shapes(A.shape[:-3], b.shape[:-2], () if x0 is None else np.shape(x0)[:-1])
+    L, N = b.shape[-2:]
+    A = np.broadcast_to(A, batch + (L, N, N))
+    b = np.broadcast_to(b, batch + (L, N))
+    state = np.zeros(batch + (N,), dtype) if x0 is None else np.broadcast_to(np.asarray(x0, dtype), batch + (N,))
+    x = np.empty(batch + (L, N), dtype)
+    for t in (range(L - 1, -1, -1) if reverse else range(L)):
+        state = np.einsum("...ij,...j->...i", A[..., t, :, :], state) + b[..., t, :]
+        x[..., t, :] = state
+    return x
+
+
+def dense_vjp(index, d, b, x0, grad_x, *, maps=None, mode="scatter", reverse=False):
+    """(grad_d, grad_b, grad_x0) at the full batch shape, plain transpose convention,
+    from the dense matrices: g[t] = grad_x[t] + A_next^T g[next]; grad of A_t is
+    the outer product g[t] x[t-1]^T, read off at the nonzero positions of A_t."""
+    sigma = step_maps(index, maps)
+    x = dense_scan(index, d, b, x0, maps=maps, mode=mode, reverse=reverse)
+    dtype = x.dtype
+    batch, (L, N) = x.shape[:-2], x.shape[-2:]
+    A = np.broadcast_to(dense(sigma, np.asarray(d, dtype), mode), batch + (L, N, N))
+    sigma = np.broadcast_to(sigma, batch + (L, N))
+    state0 = np.zeros(batch + (N,), dtype) if x0 is None else np.broadcast_to(np.asarray(x0, dtype), batch + (N,))
+    order = list(range(L - 1, -1, -1) if reverse else range(L))
+    grad_d = np.zeros(batch + (L, N), dtype)
+    grad_b = np.zeros(batch + (L, N), dtype)
+    g_next = np.zeros(batch + (N,), dtype)
+    A_next = None
+    for pos in range(L - 1, -1, -1):
+        t = order[pos]
+        g = grad_x[..., t, :] + (0 if A_next is None else np.einsum("...ji,...j->...i", A_next, g_next))
+        prev = x[..., order[pos - 1], :] if pos > 0 else state0
+        outer = g[..., :, None] * prev[..., None, :]  # dLoss/dA_t[i, j]
+        s = sigma[..., t, :]
+        if mode == "scatter":  # d[j] sits at (sigma(j), j)
+            grad_d[..., t, :] = np.take_along_axis(outer, s[..., None, :], axis=-2)[..., 0, :]
+        else:  # d[i] sits at (i, sigma(i))
+            grad_d[..., t, :] = np.take_along_axis(outer, s[..., :, None], axis=-1)[..., 0]
+        grad_b[..., t, :] = g
+        g_next, A_next = g, A[..., t, :, :]
+    grad_x0 = np.einsum("...ji,...j->...i", A_next, g_next) if L else np.zeros(batch + (N,), dtype)
+    return grad_d, grad_b, grad_x0
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    scale = max(np.linalg.norm(b.ravel()), 1e-300)
+    return float(np.linalg.norm((a - b).ravel()) / scale)
