@@ -61,10 +61,18 @@ def _broadcast_shapes(*shapes):
     return tuple(out)
 
 
+def default_index_dtype(xp):
+    """The namespace's default indexing dtype (int64, or int32 in JAX without x64)."""
+    try:
+        return xp.__array_namespace_info__().default_dtypes()["indexing"]
+    except (AttributeError, KeyError, TypeError):
+        return xp.int64
+
+
 def _row_offsets(xp, batch, target, length, dev):
     """For each position of ``target`` (a broadcast of ``batch``), the flat offset of
     the matching row of an array of shape batch + (length,)."""
-    rows = xp.reshape(xp.arange(math.prod(batch), dtype=xp.int64, device=dev), batch)
+    rows = xp.reshape(xp.arange(math.prod(batch), dtype=default_index_dtype(xp), device=dev), batch)
     rows = xp.broadcast_to(rows, target)
     return xp.reshape(rows * length, target + (1,))
 
@@ -73,7 +81,7 @@ def gather(xp, x, index):
     """out[..., i] = x[..., index[..., i]] (batch dimensions broadcast)."""
     batch_x, length = tuple(x.shape[:-1]), x.shape[-1]
     target = _broadcast_shapes(batch_x, tuple(index.shape[:-1]))
-    flat = _row_offsets(xp, batch_x, target, length, _device(x)) + xp.astype(index, xp.int64)
+    flat = _row_offsets(xp, batch_x, target, length, _device(x)) + xp.astype(index, default_index_dtype(xp))
     out = xp.take(xp.reshape(x, (-1,)), xp.reshape(flat, (-1,)))
     return xp.reshape(out, tuple(flat.shape))
 
@@ -90,7 +98,7 @@ def scatter_add(xp, index, values, length):
     n = values.shape[-1]
     dev = _device(values)
     values = xp.broadcast_to(values, target + (n,))
-    keys = _row_offsets(xp, target, target, length, dev) + xp.astype(index, xp.int64)
+    keys = _row_offsets(xp, target, target, length, dev) + xp.astype(index, default_index_dtype(xp))
     keys = xp.reshape(xp.broadcast_to(keys, target + (n,)), (-1,))
     vals = xp.reshape(values, (-1,))
     order = xp.argsort(keys, stable=True)
@@ -104,7 +112,7 @@ def scatter_add(xp, index, values, length):
         shift *= 2
     if keys.shape[0] == 0:
         return xp.zeros(target + (length,), dtype=vals.dtype, device=dev)
-    wanted = xp.arange(math.prod(target) * length, dtype=xp.int64, device=dev)
+    wanted = xp.arange(math.prod(target) * length, dtype=keys.dtype, device=dev)
     last = xp.searchsorted(keys, wanted, side="right") - 1
     safe = xp.where(last >= 0, last, xp.zeros_like(last))
     present = (last >= 0) & (xp.take(keys, safe) == wanted)
@@ -137,8 +145,8 @@ def combine(xp, later: Affine, earlier: Affine) -> Affine:
 def identity(xp, shape, dtype, mode, *, index_dtype=None, device=None) -> Affine:
     """The identity element of shape (..., N): index = arange(N), d = 1, b = 0."""
     n = shape[-1]
-    index_dtype = xp.int64 if index_dtype is None else index_dtype
-    index = xp.broadcast_to(xp.arange(n, dtype=index_dtype, device=device), tuple(shape))
+    dtype_of_index = default_index_dtype(xp) if index_dtype is None else index_dtype
+    index = xp.broadcast_to(xp.arange(n, dtype=dtype_of_index, device=device), tuple(shape))
     d = xp.ones(tuple(shape), dtype=dtype, device=device)
     return Affine(index, d, xp.zeros(tuple(shape), dtype=dtype, device=device), check_mode(mode))
 
@@ -153,8 +161,8 @@ def select_maps(xp, maps, selector):
     n = maps.shape[-1]
     k = maps.shape[-2]
     flat_maps = xp.reshape(maps, tuple(maps.shape[:-2]) + (k * n,))
-    cols = xp.arange(n, dtype=xp.int64, device=_device(maps))
-    positions = xp.astype(selector, xp.int64)[..., None] * n + cols
+    cols = xp.arange(n, dtype=default_index_dtype(xp), device=_device(maps))
+    positions = xp.astype(selector, default_index_dtype(xp))[..., None] * n + cols
     # gather along the K*N axis, with time as an extra batch axis of the maps
     return gather(xp, flat_maps[..., None, :], positions)
 
