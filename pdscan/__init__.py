@@ -15,10 +15,14 @@ import importlib
 from . import backends, monoid
 from ._api import reduce, scan, scan_vjp, step
 from .monoid import Affine
+from .ste import scan_ste_dict, scan_ste_dict_vjp, scan_ste_mixture, scan_ste_mixture_vjp
 
 __version__ = "0.1.0"
 
-__all__ = ["scan", "scan_vjp", "step", "reduce", "Affine", "monoid", "backends", "__version__"]
+__all__ = [
+    "scan", "scan_vjp", "step", "reduce", "Affine", "monoid", "backends", "__version__",
+    "scan_ste_dict", "scan_ste_dict_vjp", "scan_ste_mixture", "scan_ste_mixture_vjp",
+]
 
 _LAZY_SUBMODULES = ("torch", "jax", "validation")
 

@@ -1,0 +1,203 @@
+"""Straight-through scans: learn the discrete transitions without N x N per step.
+
+PD-SSM learns its one-hot matrices with the straight-through estimator: the forward
+uses hard one-hot matrices, the backward the gradient of a soft surrogate.  The
+gradient with respect to a step's transition is rank one (the adjoint state times
+the previous state), so it contracts straight into the parameters' gradients.
+
+Two forms, both with ``mode`` (scatter: A_t = P_t D_t; gather: A_t = D_t P_t^T) and
+``reverse`` as in ``pdscan.scan``:
+
+* Dictionary (Flash PD-SSM): router weights w (..., L, K) and soft dictionary
+  matrices Q (..., K, N, N) (columns are distributions over rows).  Forward:
+  k_t = argmax_k w[t, k], sigma_k(j) = argmax_i Q[k, i, j].  Surrogate:
+  P_t = sum_k W_t[k] Qhat_k with W = onehot(k) - w (detached) + w and
+  Qhat = onehot-columns(argmax Q) - Q (detached) + Q.
+* Mixture (PD-SSM): weights s (..., L, K) and logits M (..., K, N, N); per step
+  M_t = sum_k s_t[k] M_k, sigma_t(j) = argmax_i M_t[i, j].  Surrogate:
+  P_t = hard - soft (detached) + soft, soft = column softmax of M_t / temperature.
+
+The scans themselves run on the chosen backend; the extra gradients are a few
+array-API contractions over the adjoint states.  Nothing of size N x N is kept per
+step: the dictionary form needs O(L K N) (router) and O(K N^2) (dictionary), the
+mixture form recomputes M_t chunk by chunk of time, O(chunk N^2) at a time.
+"""
+
+from __future__ import annotations
+
+from . import backends, monoid
+from ._namespace import device, namespace
+from ._problem import check_like_output, prepare, unbroadcast
+
+#: the mixture form materialises M_t for this many (sequence, step) pairs at a time
+MIXTURE_CHUNK_ELEMENTS = 1 << 22
+
+
+def _scan_vjp_full(p, x, grad_x, backend, conjugate):
+    """The scan's VJP at the full batch shape, plus the state each step starts from
+    and d, both conjugated for the PyTorch convention.  Returns
+    (grad_d, g, grad_x0, previous, d) with g the adjoint states (= grad_b)."""
+    xp = p.xp
+    be = backends.select(p.library, backend)
+    grad_d, g, grad_x0 = be.vjp(p, x, grad_x, conjugate=conjugate)
+    conj = xp.conj if conjugate and xp.isdtype(p.dtype, "complex floating") else (lambda a: a)
+    first = xp.zeros_like(x[..., :1, :]) if p.x0 is None else p.x0[..., None, :]
+    if p.reverse:  # the step at t starts from x[t+1]; the last one from x0
+        previous = xp.concat([x[..., 1:, :], first], axis=-2)
+    else:
+        previous = xp.concat([first, x[..., :-1, :]], axis=-2)
+    return grad_d, g, grad_x0, conj(previous), conj(p.d)
+
+
+def _rank_one_factors(mode, previous, g, d):
+    """u, v with dLoss/dP_t = u_t v_t^T.  Scatter (A = P D): g (x_prev d)^T.
+    Gather (A = D P^T): the transpose of (d g) x_prev^T, that is x_prev (d g)^T."""
+    return (g, previous * d) if mode == "scatter" else (previous, d * g)
+
+
+def _check_router(xp, weights, table, names):
+    wname, tname = names
+    for a, name, ndim, layout in ((weights, wname, 2, "(..., L, K)"), (table, tname, 3, "(..., K, N, N)")):
+        if not xp.isdtype(a.dtype, "real floating"):
+            raise TypeError(f"{name}: expected float32 or float64, got {a.dtype}")
+        if a.ndim < ndim:
+            raise ValueError(f"{name}: expected shape {layout}, got {tuple(a.shape)}")
+    K, N = table.shape[-3], table.shape[-1]
+    if table.shape[-2] != N or weights.shape[-1] != K:
+        raise ValueError(f"{wname} and {tname}: expected {wname} (..., L, K) and {tname} (..., K, N, N) with one K "
+                         f"and square matrices, got {tuple(weights.shape)} and {tuple(table.shape)}")
+
+
+def _empty_grads(p, like):
+    xp = p.xp
+    return tuple(None if a is None else xp.zeros_like(a) for a in like)
+
+
+# ----------------------------------------------------------------------------- dictionary form
+
+
+def _dictionary_problem(w, Q, d, b, x0, mode, reverse):
+    xp = namespace(w, Q, d, b, x0)
+    _check_router(xp, w, Q, ("w", "Q"))
+    index = xp.argmax(w, axis=-1)  # k_t, the first maximum
+    maps = xp.argmax(Q, axis=-2)  # sigma_k(j) = argmax_i Q[k, i, j], the first maximum
+    return prepare(index, d, b, x0, maps=maps, mode=mode, reverse=reverse, check_index=False,
+                   extra=dict(w=w, Q=Q))
+
+
+def scan_ste_dict(w, Q, d, b, x0=None, *, mode="scatter", reverse=False, backend=None):
+    """The scan with the dictionary form's hard transitions (see the module doc)."""
+    p = _dictionary_problem(w, Q, d, b, x0, mode, reverse)
+    if p.empty:
+        return p.xp.zeros(p.batch_shape + (p.L, p.N), dtype=p.dtype, device=device(d))
+    return backends.select(p.library, backend).forward(p)
+
+
+def scan_ste_dict_vjp(w, Q, d, b, x0, x, grad_x, *, mode="scatter", reverse=False, backend=None,
+                      conjugate=False):
+    """(grad_w, grad_Q, grad_d, grad_b, grad_x0) of ``scan_ste_dict``: the gradients of
+    the dense straight-through surrogate, computed without it."""
+    p = _dictionary_problem(w, Q, d, b, x0, mode, reverse)
+    xp = p.xp
+    x = check_like_output(p, x, "x")
+    grad_x = check_like_output(p, grad_x, "grad_x")
+    if p.empty:
+        return _empty_grads(p, (w, Q, d, b, x0))
+    grad_d, g, grad_x0, previous, dc = _scan_vjp_full(p, x, grad_x, backend, conjugate)
+    u, v = _rank_one_factors(p.mode, previous, g, dc)
+    # grad_W[t, k] = sum_ij u[i] v[j] H_k[i, j] = sum_j u[sigma_k(j)] v[j]: O(K N) a step
+    grad_W = xp.stack([xp.sum(monoid.gather(xp, u, p.maps[..., k : k + 1, :]) * v, axis=-1)
+                       for k in range(p.K)], axis=-1)
+    # grad_Q[k] = sum over the steps that chose k of u_t v_t^T: one (N x L)(L x N) product per k
+    grad_Q = xp.stack([xp.matmul(xp.matrix_transpose(u * xp.astype(p.index == k, u.dtype)[..., None]), v)
+                       for k in range(p.K)], axis=-3)
+    return (
+        unbroadcast(xp, grad_W, w),
+        unbroadcast(xp, grad_Q, Q),
+        unbroadcast(xp, grad_d, d),
+        unbroadcast(xp, g, b),
+        None if x0 is None else unbroadcast(xp, grad_x0, x0),
+    )
+
+
+# ----------------------------------------------------------------------------- mixture form
+
+
+def _time_chunks(p):
+    chunk = max(1, MIXTURE_CHUNK_ELEMENTS // max(1, p.S * p.N * p.N))
+    return [(start, min(start + chunk, p.L)) for start in range(0, p.L, chunk)]
+
+
+def _mixed_logits(xp, s, M_flat, start, stop):
+    """M_t = sum_k s_t[k] M_k for the steps [start, stop): (..., steps, N*N)."""
+    return xp.matmul(s[..., start:stop, :], M_flat)
+
+
+def _mixture_problem(s, M, d, b, x0, mode, reverse, temperature):
+    xp = namespace(s, M, d, b, x0)
+    _check_router(xp, s, M, ("s", "M"))
+    if not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
+    K, N = M.shape[-3], M.shape[-1]
+    L = s.shape[-2]
+    batch = monoid._broadcast_shapes(tuple(s.shape[:-2]), tuple(M.shape[:-3]))
+    s_full = xp.broadcast_to(s, batch + (L, K))
+    M_flat = xp.broadcast_to(xp.reshape(M, tuple(M.shape[:-2]) + (N * N,)), batch + (K, N * N))
+    # sigma_t(j) = argmax_i M_t[i, j], computed a chunk of steps at a time
+    shell = prepare(xp.zeros(batch + (L, N), dtype=xp.int32, device=device(d)), d, b, x0, mode=mode,
+                    reverse=reverse, check_index=False, extra=dict(s=s, M=M))
+    pieces = []
+    for start, stop in _time_chunks(shell):
+        logits = _mixed_logits(xp, s_full, M_flat, start, stop)
+        pieces.append(xp.argmax(xp.reshape(logits, tuple(logits.shape[:-1]) + (N, N)), axis=-2))
+    index = xp.concat(pieces, axis=-2) if pieces else shell.index
+    p = shell.replace(index=xp.broadcast_to(index, shell.batch_shape + (L, N)))
+    return p, xp.broadcast_to(s_full, p.batch_shape + (L, K)), xp.broadcast_to(M_flat, p.batch_shape + (K, N * N))
+
+
+def scan_ste_mixture(s, M, d, b, x0=None, *, mode="scatter", reverse=False, temperature=1.0, backend=None):
+    """The scan with the mixture form's hard transitions (see the module doc)."""
+    p, _, _ = _mixture_problem(s, M, d, b, x0, mode, reverse, temperature)
+    if p.empty:
+        return p.xp.zeros(p.batch_shape + (p.L, p.N), dtype=p.dtype, device=device(d))
+    return backends.select(p.library, backend).forward(p)
+
+
+def scan_ste_mixture_vjp(s, M, d, b, x0, x, grad_x, *, mode="scatter", reverse=False, temperature=1.0,
+                         backend=None, conjugate=False):
+    """(grad_s, grad_M, grad_d, grad_b, grad_x0) of ``scan_ste_mixture``: the gradients
+    of the dense straight-through surrogate through the column softmax, recomputing
+    M_t and its softmax a chunk of steps at a time."""
+    p, s_full, M_flat = _mixture_problem(s, M, d, b, x0, mode, reverse, temperature)
+    xp = p.xp
+    x = check_like_output(p, x, "x")
+    grad_x = check_like_output(p, grad_x, "grad_x")
+    if p.empty:
+        return _empty_grads(p, (s, M, d, b, x0))
+    grad_d, g, grad_x0, previous, dc = _scan_vjp_full(p, x, grad_x, backend, conjugate)
+    u, v = _rank_one_factors(p.mode, previous, g, dc)
+    N, K, real = p.N, M.shape[-3], s.dtype
+    grad_s_parts = []
+    grad_M = xp.zeros(p.batch_shape + (K, N * N), dtype=real, device=device(d))
+    for start, stop in _time_chunks(p):
+        logits = xp.reshape(_mixed_logits(xp, s_full, M_flat, start, stop), p.batch_shape + (stop - start, N, N))
+        scaled = logits / temperature
+        soft = xp.exp(scaled - xp.max(scaled, axis=-2, keepdims=True))
+        soft = soft / xp.sum(soft, axis=-2, keepdims=True)
+        uc, vc = u[..., start:stop, :], v[..., start:stop, :]
+        # softmax over rows i of column j, backward of dLoss/dP = u v^T:
+        # dLoss/dlogit[i, j] = soft[i, j] v[j] (u[i] - sum_i' soft[i', j] u[i']) / temperature
+        centre = xp.sum(soft * uc[..., :, None], axis=-2, keepdims=True)
+        grad_logits = xp.real(soft * vc[..., None, :] * (uc[..., :, None] - centre)) / temperature
+        grad_logits = xp.reshape(xp.astype(grad_logits, real), p.batch_shape + (stop - start, N * N))
+        grad_s_parts.append(xp.matmul(grad_logits, xp.matrix_transpose(M_flat)))
+        grad_M = grad_M + xp.matmul(xp.matrix_transpose(s_full[..., start:stop, :]), grad_logits)
+    grad_s = xp.concat(grad_s_parts, axis=-2)
+    grad_M = xp.reshape(grad_M, p.batch_shape + (K, N, N))
+    return (
+        unbroadcast(xp, grad_s, s),
+        unbroadcast(xp, grad_M, M),
+        unbroadcast(xp, grad_d, d),
+        unbroadcast(xp, g, b),
+        None if x0 is None else unbroadcast(xp, grad_x0, x0),
+    )
