@@ -1,0 +1,15 @@
+"""``pdscan.jax.scan``: the PD scan for JAX arrays, under jax.jit, jax.grad and jax.vmap.
+
+    import pdscan.jax
+    x = pdscan.jax.scan(index, d, b, x0, mode="scatter")
+
+The project's kernels run inside the compiled program (Numba on the CPU, CUDA on
+the GPU, through ``pdscan.adapters.jax``); ``backend="jax_xla"`` selects the pure
+XLA implementation.  Importing this module imports JAX.
+"""
+
+from __future__ import annotations
+
+from .adapters.jax._differentiable import scan
+
+__all__ = ["scan"]
