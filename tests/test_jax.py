@@ -315,7 +315,7 @@ def test_validation_rows_for_the_jax_backend():
     assert [label for label, _, _ in devices][:1] == ["cpu"]
     # the jax_xla rows compile slowly (its reference agreement is tested above)
     rows = validation.run(size=(2, 19, 4, 3), dtypes=("complex128",), only=["jax"])
-    assert [r.backend for r in rows] == ["jax"]
+    assert {r.backend for r in rows} == {"jax"} and [r.device for r in rows][:1] == ["cpu"]
     assert all(r.ok for r in rows), validation.format_table(rows, (2, 19, 4, 3))
 
 
@@ -327,3 +327,86 @@ def test_finding_the_xla_backend_module_imports_no_framework():
         "assert 'jax' not in sys.modules, 'jax was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _lowered_text(fn, *args, device):
+    placed = [jax.device_put(a, device) for a in args]
+    return jax.jit(fn).lower(*placed).as_text()
+
+
+def test_the_cpu_kernels_run_inside_the_compiled_program():
+    """The CPU lowering calls the kernels through one buffer callback per direction."""
+    rng = np.random.default_rng(14)
+    j = to_jax(make_inputs(rng, batch=(2,), L=5, N=3))
+    cpu = jax.devices("cpu")[0]
+
+    def loss(d, b, x0):
+        return LOSSES["sum_abs2"](pdscan.jax.scan(j["index"], d, b, x0))
+
+    text = _lowered_text(jax.grad(loss, argnums=(0, 1, 2)), j["d"], j["b"], j["x0"], device=cpu)
+    assert text.count("xla_buffer_python_cpu_callback") == 2  # forward and VJP, no pure-XLA fallback
+    assert "stablehlo.sort" not in text
+
+
+def _gpu_or_skip():
+    try:
+        gpu = jax.devices("gpu")[0]
+    except RuntimeError:
+        pytest.skip("JAX has no GPU here")
+    from pdscan.adapters.jax import kernels
+
+    if kernels.cuda_kernel() is None:
+        pytest.skip("the CUDA backend is not available")
+    return gpu
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gpu_kernels_match_the_reference_under_jit_grad_and_vmap(dtype, mode, reverse):
+    gpu = _gpu_or_skip()
+    rng = np.random.default_rng([MODES.index(mode), reverse])
+    inputs = make_inputs(rng, batch=(3,), L=300, N=8, K=4, dtype=dtype, unit=True)
+    grad_x = make_inputs(rng, batch=(3,), L=300, N=8, dtype=dtype)["b"]
+    j = {k: None if v is None else jax.device_put(v, gpu) for k, v in inputs.items()}
+
+    @jax.jit
+    def forward_backward(d, b, x0, grad_x):
+        x, pullback = jax.vjp(lambda d, b, x0: pdscan.jax.scan(j["index"], d, b, x0, maps=j["maps"], mode=mode,
+                                                                 reverse=reverse), d, b, x0)
+        return x, pullback(grad_x)
+
+    x, grads = forward_backward(j["d"], j["b"], j["x0"], jax.device_put(grad_x, gpu))
+    assert x.devices() == {gpu}
+    wide = {k: v if v is None or v.dtype.kind == "i" else v.astype(np.complex128) for k, v in inputs.items()}
+    want_x, want_grads = numpy_reference(wide, mode, reverse, grad_x.astype(np.complex128))
+    tol = 1e-12 if dtype == np.complex128 else 2e-5
+    assert max_rel(x, want_x) < tol
+    assert all(max_rel(g, w) < tol for g, w in zip(grads, want_grads))
+    vmapped = jax.jit(jax.vmap(lambda i, d, b, x0, m: pdscan.jax.scan(i, d, b, x0, maps=m, mode=mode,
+                                                                       reverse=reverse)))(
+        j["index"], j["d"], j["b"], j["x0"], j["maps"])
+    assert max_rel(vmapped, want_x) < tol
+
+
+@pytest.mark.cuda
+def test_gpu_kernels_run_on_xlas_stream_inside_the_program():
+    """One compiled program with two dependent scans and XLA work between them: the
+    CUDA kernels must be ordered on XLA's stream, with no host round trip."""
+    gpu = _gpu_or_skip()
+    rng = np.random.default_rng(15)
+    inputs = make_inputs(rng, batch=(64,), L=2048, N=32, dtype=np.complex64, unit=True)
+    j = {k: None if v is None else jax.device_put(v, gpu) for k, v in inputs.items()}
+
+    def chained(index, d, b, x0):
+        first = pdscan.jax.scan(index, d, b, x0)
+        return pdscan.jax.scan(index, d, jnp.sin(first), x0 * 2)
+
+    text = _lowered_text(chained, j["index"], j["d"], j["b"], j["x0"], device=gpu)
+    assert text.count("xla_buffer_python_gpu_callback") == 2
+    assert "callback" not in text.replace("xla_buffer_python_gpu_callback", "")  # no host callback
+    got = jax.jit(chained)(j["index"], j["d"], j["b"], j["x0"])
+    first = pdscan.scan(inputs["index"], inputs["d"], inputs["b"], inputs["x0"], backend="numpy")
+    want = pdscan.scan(inputs["index"], inputs["d"], np.sin(first), inputs["x0"] * 2, backend="numpy")
+    assert max_rel(got, want) < 1e-4

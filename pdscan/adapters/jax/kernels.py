@@ -60,7 +60,7 @@ def cuda_kernel():
     return _kernels["cuda"]
 
 
-def _has_jax_gpu():
+def _has_jax_cuda():
     try:
         return bool(jax.devices("cuda"))
     except RuntimeError:
@@ -183,16 +183,17 @@ def _platform_branches(make_host, make_cuda, fallback):
     """Per-platform implementations for ``jax.lax.platform_dependent``.
 
     Every branch is traced, so the pure-XLA fallback (slow to trace and compile)
-    is only added where a platform other than the CPU and the GPU can exist: JAX's
-    default backend is the most capable one present, so a CPU or GPU default means
-    there is no TPU or other accelerator to lower for.
+    is only added where a platform other than the CPU and CUDA can be lowered for:
+    JAX's default backend is the most capable one present, so a CPU default, or a
+    GPU default that is CUDA, means there is no TPU, ROCm or other device here.
     """
     if buffer_callback is None:
         return dict(default=fallback)
     branches = dict(cpu=make_host())
-    if _has_jax_gpu():
+    has_cuda = _has_jax_cuda()
+    if has_cuda:
         branches["cuda"] = make_cuda() if cuda_kernel() is not None else fallback
-    if jax.default_backend() not in ("cpu", "gpu"):
+    if jax.default_backend() != "cpu" and not (jax.default_backend() == "gpu" and has_cuda):
         branches["default"] = fallback
     return branches
 
