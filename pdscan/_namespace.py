@@ -7,6 +7,8 @@ through these few functions.
 
 from __future__ import annotations
 
+import sys
+
 import array_api_compat as aac
 
 #: library names in the order they are probed; "array_api" is any other namespace
@@ -56,3 +58,22 @@ def namespace(*arrays):
 
 def device(x):
     return aac.device(x)
+
+
+def is_traced(x) -> bool:
+    """True for an abstract value inside a JAX transformation (jit, grad, vmap):
+    it has no values to check and no device to report."""
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(x, jax.core.Tracer)
+
+
+def concrete_bool(x):
+    """bool(x), or None where x has no value yet (under a JAX transformation, even
+    the result of an operation on a concrete array is abstract)."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return bool(x)
+    try:
+        return bool(x)
+    except jax.errors.ConcretizationTypeError:
+        return None

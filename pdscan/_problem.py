@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from . import monoid
-from ._namespace import common_library, namespace, device as _device
+from ._namespace import common_library, concrete_bool, is_traced, namespace, device as _device
 
 VALUE_DTYPES = ("float32", "float64", "complex64", "complex128")
 
@@ -102,11 +102,15 @@ def _first_bad(xp, bad, name, shape, low, high, got):
 
 
 def check_range(xp, a, name, high):
-    """Raise if any value of the integer array ``a`` is outside [0, high)."""
-    if math.prod(a.shape) == 0:
+    """Raise if any value of the integer array ``a`` is outside [0, high).  Traced
+    values (inside jax.jit) cannot be checked: the kernels stay bounds-safe."""
+    if math.prod(a.shape) == 0 or is_traced(a):
         return
-    too_low = not xp.isdtype(a.dtype, "unsigned integer") and bool(xp.min(a) < 0)
-    if too_low or bool(xp.max(a) >= high):
+    too_high = concrete_bool(xp.max(a) >= high)
+    if too_high is None:  # abstract under jax.jit: nothing to check
+        return
+    too_low = not xp.isdtype(a.dtype, "unsigned integer") and concrete_bool(xp.min(a) < 0)
+    if too_low or too_high:
         _first_bad(xp, (a < 0) | (a >= high), name, _shape(a), 0, high, a)
 
 
@@ -177,7 +181,8 @@ def prepare(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, c
         batches["x0"] = _shape(x0)[:-1]
     batch = _broadcast_batch(batches)
 
-    devices = {n: _device(a) for n, a in named.items() if a is not None}
+    # a traced JAX value reports no device; it is checked when it is concrete
+    devices = {n: _device(a) for n, a in named.items() if a is not None and not is_traced(a)}
     if len({str(v) for v in devices.values()}) > 1:
         detail = ", ".join(f"{n} on {v}" for n, v in devices.items())
         raise ValueError(f"all arrays must be on one device ({detail})")

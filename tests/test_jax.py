@@ -410,3 +410,19 @@ def test_gpu_kernels_run_on_xlas_stream_inside_the_program():
     first = pdscan.scan(inputs["index"], inputs["d"], inputs["b"], inputs["x0"], backend="numpy")
     want = pdscan.scan(inputs["index"], inputs["d"], np.sin(first), inputs["x0"] * 2, backend="numpy")
     assert max_rel(got, want) < 1e-4
+
+
+def test_the_core_entry_point_works_under_jit_grad_and_vmap():
+    """pdscan.scan itself (not only pdscan.jax.scan) on JAX arrays, with a concrete
+    index closed over: index values cannot be checked under jit and are skipped."""
+    rng = np.random.default_rng(21)
+    inputs = to_jax(make_inputs(rng, batch=(2,), L=6, N=4, x0=False))
+    index, d = inputs["index"], inputs["d"]
+    want = pdscan.scan(index, d, d)
+    assert np.allclose(jax.jit(lambda d: pdscan.scan(index, d, d))(d), want)
+    grad = jax.jit(jax.grad(lambda d: jnp.sum(jnp.abs(pdscan.scan(index, d, d, mode="gather")) ** 2)))(d)
+    lax = jax.grad(lambda d: jnp.sum(jnp.abs(lax_scan_reference(index, d, d, None, None, "gather", False)) ** 2))(d)
+    assert np.allclose(grad, lax, rtol=1e-10)
+    assert np.allclose(jax.vmap(lambda d: pdscan.scan(index, d, d))(d[None])[0], want)
+    with pytest.raises(ValueError, match=r"index: values must lie in \[0, 4\)"):
+        pdscan.scan(index.at[1, 2, 3].set(4), d, d)

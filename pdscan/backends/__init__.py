@@ -70,6 +70,8 @@ for _entry in (
           "PyTorch custom ops (autograd, torch.compile) over the CPU and CUDA kernels"),
     Entry("jax", "pdscan.adapters.jax", ("jax",), ("jax",), 20,
           "JAX custom_vjp (jit, vmap, grad) over the CPU and CUDA kernels"),
+    Entry("jax_xla", "pdscan.adapters.jax.xla", ("jax",), ("jax",), 5,
+          "pure XLA (no host callback): chunked scan over the core monoid"),
     Entry("array_api", "pdscan.backends.array_api", LIBRARIES, (), 0,
           "any array-API namespace: associative scan with the core monoid"),
 ):
