@@ -13,11 +13,12 @@ Two schedules, chosen by shape (``plan``):
 Memory beyond the outputs: O(threads * N), plus O(chunks * N) on the chunked path.
 
 Specialisations: the kernels are compiled lazily per (value dtype, index dtype):
-4 value dtypes x 8 index dtypes, each for the forward and the VJP, and for the
+4 value dtypes x 7 index dtypes (uint64 maps are read as int64), each for the forward and the VJP, and for the
 summary kernels of the chunked path.  Selectors of the dictionary form are cast to
 int64 (an (S, L) array: cheap), arrays are made C-contiguous, and mode, direction,
-conjugation and the dictionary form are run-time flags, so nothing else multiplies
-the count.  Everything is compiled with ``cache=True``: a second process loads
+conjugation and the dictionary form are run-time flags.  Numba also types an
+array's read-only flag (broadcast inputs are read-only views), which can double a
+signature; nothing else multiplies the count.  Everything is compiled with ``cache=True``: a second process loads
 the machine code from numba's cache instead of compiling.
 
 Threads: numba's default threading layer (TBB, OpenMP or its workqueue, whichever
@@ -386,6 +387,10 @@ def _kernel_arrays(p):
         use_maps = True
     if table.dtype.byteorder not in "=|":
         table = table.astype(table.dtype.newbyteorder("="))
+    if table.dtype == np.uint64:
+        # uint64 does not mix with signed arithmetic in numba; reading the same bits
+        # as int64 turns values >= 2**63 negative, which the range checks still catch
+        table = table.view(np.int64)
     return table, selectors, use_maps, _contiguous(p.flat("d"))
 
 
