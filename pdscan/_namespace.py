@@ -67,9 +67,23 @@ def is_traced(x) -> bool:
     return jax is not None and isinstance(x, jax.core.Tracer)
 
 
+def _torch_values_hidden(x) -> bool:
+    """True while torch traces (torch.compile's fake tensors have no values) or
+    captures a CUDA graph (reading a value back would synchronise)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(x, torch.Tensor):
+        return False
+    if torch.compiler.is_compiling():
+        return True
+    return x.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 def concrete_bool(x):
-    """bool(x), or None where x has no value yet (under a JAX transformation, even
-    the result of an operation on a concrete array is abstract)."""
+    """bool(x), or None where x has no value to read: under a JAX transformation
+    (where even an operation on a concrete array is abstract), while torch.compile
+    traces, or during CUDA graph capture."""
+    if _torch_values_hidden(x):
+        return None
     jax = sys.modules.get("jax")
     if jax is None:
         return bool(x)
