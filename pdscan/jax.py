@@ -5,11 +5,14 @@
 
 The project's kernels run inside the compiled program (Numba on the CPU, CUDA on
 the GPU, through ``pdscan.adapters.jax``); ``backend="jax_xla"`` selects the pure
-XLA implementation.  Importing this module imports JAX.
+XLA implementation.  ``scan_ste_dict`` and ``scan_ste_mixture`` are the
+straight-through scans (``pdscan.ste``) as custom_vjp functions.  Importing
+this module imports JAX.
 """
 
 from __future__ import annotations
 
 from .adapters.jax._differentiable import scan
+from .adapters.jax.ste import scan_ste_dict, scan_ste_mixture
 
-__all__ = ["scan"]
+__all__ = ["scan", "scan_ste_dict", "scan_ste_mixture"]

@@ -1,8 +1,8 @@
 """Straight-through scans: gradients equal autograd through the dense surrogate.
 
 argmax has no derivative, so gradcheck does not apply; the oracle is the dense
-straight-through implementation (N x N matrices per step) written here in torch,
-differentiated by torch autograd, in float64/complex128.
+straight-through implementation (N x N matrices per step) in torch
+(tests/ste_oracles.py), differentiated by torch autograd, in float64/complex128.
 """
 
 import numpy as np
@@ -12,50 +12,8 @@ import pdscan.ste as ste
 from oracles import rel_err
 
 torch = pytest.importorskip("torch")
+from ste_oracles import dense_dictionary, dense_mixture, ste_inputs as _inputs  # noqa: E402
 MODES = ["scatter", "gather"]
-
-
-def _dense_scan(P, d, b, x0, mode, reverse):
-    """x_t = A_t x + b_t with A_t = P_t D_t (scatter) or D_t P_t^T (gather), dense."""
-    P = P.to(d.dtype)
-    A = P * d[..., None, :] if mode == "scatter" else d[..., :, None] * P.transpose(-1, -2)
-    L = d.shape[-2]
-    state = torch.zeros_like(b[..., 0, :]) if x0 is None else x0.expand_as(b[..., 0, :])
-    states = [None] * L
-    for t in (range(L - 1, -1, -1) if reverse else range(L)):
-        state = (A[..., t, :, :] @ state[..., None])[..., 0] + b[..., t, :]
-        states[t] = state
-    return torch.stack(states, dim=-2)
-
-
-def dense_dictionary(w, Q, d, b, x0, mode, reverse):
-    K, N = Q.shape[-3], Q.shape[-1]
-    W = (torch.nn.functional.one_hot(w.argmax(-1), K).to(w.dtype) - w).detach() + w
-    H = torch.nn.functional.one_hot(Q.argmax(-2), N).transpose(-1, -2).to(Q.dtype)  # H[k, i, j]
-    Qhat = (H - Q).detach() + Q
-    P = torch.einsum("...lk,...kij->...lij", W, Qhat)
-    return _dense_scan(P, d, b, x0, mode, reverse)
-
-
-def dense_mixture(s, M, d, b, x0, mode, reverse, temperature):
-    Mt = torch.einsum("...lk,...kij->...lij", s, M)
-    soft = torch.softmax(Mt / temperature, dim=-2)
-    hard = torch.nn.functional.one_hot(Mt.argmax(-2), Mt.shape[-1]).transpose(-1, -2).to(Mt.dtype)
-    P = (hard - soft).detach() + soft
-    return _dense_scan(P, d, b, x0, mode, reverse)
-
-
-def _inputs(rng, batch, L, N, K, x0, ties):
-    cplx = lambda *shape: rng.normal(size=shape) + 1j * rng.normal(size=shape)
-    w = rng.normal(size=batch + (L, K))
-    Q = rng.uniform(size=batch[-1:] + (K, N, N))  # one dictionary per head, broadcast over the batch
-    Q = Q / Q.sum(-2, keepdims=True)
-    if ties:  # exact ties: argmax must take the first row, and the first router weight
-        Q[..., 0, 1, :] = Q[..., 0, 3, :] = Q[..., 0, :, :].max(-2) + 0.1
-        w[..., 2, 1] = w[..., 2, 3] = w[..., 2, :].max(-1) + 0.5
-    mag = rng.uniform(0.9, 1.0, size=batch + (L, N))
-    d = mag * np.exp(2j * np.pi * rng.uniform(size=batch + (L, N)))
-    return dict(w=w, Q=Q, d=d, b=cplx(*batch, L, N), x0=cplx(*batch, N) if x0 else None)
 
 
 def _torch(a):
