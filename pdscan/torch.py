@@ -1,10 +1,17 @@
-"""``pdscan.torch``: the PD scan for PyTorch (custom ops with autograd).
+"""``pdscan.torch``: the PD scan for torch tensors, with autograd, under
+torch.compile and in CUDA graphs.
 
     import pdscan.torch
-    x = pdscan.torch.scan(index, d, b)   # differentiable in d, b, x0
+    x = pdscan.torch.scan(index, d, b, x0, mode="scatter")   # differentiable in d, b, x0
+    x.abs().square().sum().backward()
 
-See ``pdscan.adapters.torch``.
+``scan_forward`` and ``scan_backward`` are the custom ops themselves
+(``torch.ops.pdscan.scan_forward`` / ``scan_backward``, see ``pdscan.adapters.torch``);
+they run the Numba kernels on CPU tensors and the CUDA kernels on CUDA tensors.
+Importing this module imports torch.
 """
+
+from __future__ import annotations
 
 from .adapters.torch import scan, scan_backward, scan_forward
 

@@ -1,0 +1,208 @@
+"""Running the backends' kernels on torch tensors, without copies.
+
+* CPU tensors: NumPy views of the tensors' memory (``Tensor.numpy()`` shares it),
+  run by the Numba backend, or by the NumPy reference where Numba is missing.
+* CUDA tensors: CuPy views over the device pointers, run by the CUDA backend on
+  torch's current stream.  Every allocation, the results' and the kernels'
+  scratch space alike, comes from torch's caching allocator, and nothing waits on
+  the device, so that a step using the op can be captured in a CUDA graph: memory
+  allocated during capture then belongs to the graph's private pool and is not
+  handed to anyone else between replays (CuPy's own pool knows nothing of graphs).
+
+Both run a ``ScanProblem`` built by the core's ``prepare`` on the views
+(``check_index=False``: the public wrapper checked the index values on the tensors
+already, or could not because they are hidden, in which case the kernels' bounds
+safety applies).  Results are fresh tensors from ``torch.empty``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from ... import backends
+from ..._problem import check_like_output, prepare
+
+NUMPY_DTYPE = {
+    torch.float32: np.float32, torch.float64: np.float64,
+    torch.complex64: np.complex64, torch.complex128: np.complex128,
+    torch.int8: np.int8, torch.int16: np.int16, torch.int32: np.int32, torch.int64: np.int64,
+    torch.uint8: np.uint8, torch.uint16: np.uint16, torch.uint32: np.uint32, torch.uint64: np.uint64,
+}
+TORCH_DTYPE = {np.dtype(v): k for k, v in NUMPY_DTYPE.items()}
+
+# Numba's parallel kernels must not be entered from two threads at once (its
+# workqueue threading layer is not reentrant); torch may run ops from several
+# threads (autograd's device threads, DataLoader workers, user threads)
+_HOST_KERNEL_LOCK = threading.Lock()
+_kernels = {}
+
+
+def host_kernel():
+    """The CPU backend: Numba, or the NumPy reference where Numba cannot load."""
+    if "host" not in _kernels:
+        try:
+            _kernels["host"] = backends.get("numba")
+        except ValueError:
+            _kernels["host"] = backends.get("numpy")
+    return _kernels["host"]
+
+
+def cuda_kernel():
+    """The CUDA backend (CuPy and the compiled kernels), loaded on first CUDA call."""
+    if "cuda" not in _kernels:
+        _kernels["cuda"] = backends.get("cuda")  # a clear ValueError when CuPy is missing
+    return _kernels["cuda"]
+
+
+def plain(t):
+    """``t`` without autograd history and without a lazy conjugate or negative bit
+    (neither NumPy nor CuPy knows of those; resolving them copies only if set)."""
+    return None if t is None else t.detach().resolve_conj().resolve_neg()
+
+
+def _run_forward(kernel, p, out):
+    if getattr(kernel, "writes_out", False):
+        written = kernel.forward(p, out=out)
+        if written is not out:  # a backend that could not use the buffer returns its own
+            out[...] = written
+    else:
+        out[...] = kernel.forward(p)
+
+
+def _run_vjp(kernel, p, x, grad_x, conjugate, outs):
+    if getattr(kernel, "writes_out", False):
+        written = kernel.vjp(p, x, grad_x, conjugate=conjugate, out=outs)
+    else:
+        written = kernel.vjp(p, x, grad_x, conjugate=conjugate)
+    for target, value in zip(outs, written):
+        if target is not None and value is not target:
+            target[...] = value
+
+
+def _new_states(p, device):
+    return torch.empty(p.batch_shape + (p.L, p.N), dtype=TORCH_DTYPE[np.dtype(p.dtype)], device=device)
+
+
+def _new_grads(p, device, with_x0):
+    """[grad_d, grad_b, grad_x0] at the full batch shape, in the problem's dtype;
+    grad_x0 is zeros where there is no x0 (the kernels then leave it alone)."""
+    grads = [_new_states(p, device), _new_states(p, device)]
+    make = torch.empty if with_x0 else torch.zeros
+    grads.append(make(p.batch_shape + (p.N,), dtype=grads[0].dtype, device=device))
+    return grads
+
+
+# -- CPU --------------------------------------------------------------------------
+
+
+def _host_view(t):
+    return None if t is None else plain(t).numpy()
+
+
+def cpu_forward(index, d, b, x0, maps, mode, reverse):
+    p = prepare(*map(_host_view, (index, d, b, x0)), maps=_host_view(maps), mode=mode, reverse=reverse,
+                check_index=False)
+    x = _new_states(p, d.device)
+    if p.empty:
+        return x.zero_()
+    with _HOST_KERNEL_LOCK:
+        _run_forward(host_kernel(), p, x.numpy())
+    return x
+
+
+def cpu_vjp(index, d, x0, maps, x, grad_x, mode, reverse, conjugate):
+    # the VJP does not read b: x (full batch shape, the problem's dtype) stands in for it
+    p = prepare(*map(_host_view, (index, d, x, x0)), maps=_host_view(maps), mode=mode, reverse=reverse,
+                check_index=False)
+    grads = _new_grads(p, d.device, x0 is not None)
+    if p.empty:
+        return tuple(g.zero_() for g in grads)
+    x_view = check_like_output(p, _host_view(x), "x")
+    grad_x_view = check_like_output(p, _host_view(grad_x), "grad_x")
+    outs = (grads[0].numpy(), grads[1].numpy(), grads[2].numpy() if x0 is not None else None)
+    with _HOST_KERNEL_LOCK:
+        _run_vjp(host_kernel(), p, x_view, grad_x_view, conjugate, outs)
+    return tuple(grads)
+
+
+# -- CUDA -------------------------------------------------------------------------
+
+
+class _OnTorchStream:
+    """``with`` block in which CuPy runs on the tensors' device, launches on torch's
+    current stream and allocates from torch's caching allocator."""
+
+    def __init__(self, device):
+        import cupy
+
+        self._cupy = cupy
+        self.device = device
+        self.device_id = device.index if device.index is not None else torch.cuda.current_device()
+        stream = torch.cuda.current_stream(self.device_id)
+        self._contexts = (
+            cupy.cuda.Device(self.device_id),
+            cupy.cuda.ExternalStream(stream.cuda_stream, self.device_id),
+            cupy.cuda.using_allocator(self._allocate),
+        )
+
+    def __enter__(self):
+        for context in self._contexts:
+            context.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for context in reversed(self._contexts):
+            context.__exit__(*exc)
+
+    def _allocate(self, nbytes):
+        # the tensor owns the block; CuPy's array keeps it alive and dropping it
+        # returns the block to torch's allocator, stream-ordered like any tensor
+        block = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=self.device)
+        memory = self._cupy.cuda.UnownedMemory(block.data_ptr(), nbytes, block, self.device_id)
+        return self._cupy.cuda.MemoryPointer(memory, 0)
+
+    def view(self, t):
+        """A CuPy array over the tensor's memory (no copy; strides kept).  Built from
+        the pointer directly: importing through ``__cuda_array_interface__`` would ask
+        the driver which device owns the pointer, on every call."""
+        if t is None:
+            return None
+        t = plain(t)
+        dtype = np.dtype(NUMPY_DTYPE[t.dtype])
+        if t.numel() == 0:
+            return self._cupy.empty(tuple(t.shape), dtype)
+        itemsize = t.element_size()
+        extent = (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))) * itemsize
+        memory = self._cupy.cuda.UnownedMemory(t.data_ptr(), extent, t, self.device_id)
+        return self._cupy.ndarray(tuple(t.shape), dtype, self._cupy.cuda.MemoryPointer(memory, 0),
+                                  strides=tuple(s * itemsize for s in t.stride()))
+
+
+def cuda_forward(index, d, b, x0, maps, mode, reverse):
+    kernel = cuda_kernel()
+    with _OnTorchStream(d.device) as on:
+        p = prepare(*map(on.view, (index, d, b, x0)), maps=on.view(maps), mode=mode, reverse=reverse,
+                    check_index=False)
+        x = _new_states(p, d.device)
+        if p.empty:
+            return x.zero_()
+        _run_forward(kernel, p, on.view(x))
+    return x
+
+
+def cuda_vjp(index, d, x0, maps, x, grad_x, mode, reverse, conjugate):
+    kernel = cuda_kernel()
+    with _OnTorchStream(d.device) as on:
+        p = prepare(*map(on.view, (index, d, x, x0)), maps=on.view(maps), mode=mode, reverse=reverse,
+                    check_index=False)
+        grads = _new_grads(p, d.device, x0 is not None)
+        if p.empty:
+            return [g.zero_() for g in grads]
+        x_view = check_like_output(p, on.view(x), "x")
+        grad_x_view = check_like_output(p, on.view(grad_x), "grad_x")
+        outs = (on.view(grads[0]), on.view(grads[1]), on.view(grads[2]) if x0 is not None else None)
+        _run_vjp(kernel, p, x_view, grad_x_view, conjugate, outs)
+    return tuple(grads)
