@@ -10,7 +10,7 @@ pytest.importorskip("numba")
 
 import pdscan  # noqa: E402
 from pdscan import _problem  # noqa: E402
-from pdscan.backends import numba_cpu  # noqa: E402
+from pdscan.backends import numba_cpu, numba_cpu_kernels  # noqa: E402
 from oracles import make_inputs, rel_err  # noqa: E402
 
 pytestmark = pytest.mark.numba
@@ -23,7 +23,7 @@ def schedule(request, monkeypatch):
     """Both schedules on small inputs: chunks of 4 steps, so L = 11 leaves a short one."""
     monkeypatch.setattr(numba_cpu, "FORCE_CHUNK_STEPS", 4 if request.param == "chunks" else None)
     if request.param == "sequences":
-        monkeypatch.setattr(numba_cpu, "CHUNKED_MIN_THREADS_PER_SEQUENCE", 10**9)
+        monkeypatch.setattr(numba_cpu, "MIN_CHUNKED_STEPS", 10**18)
     return request.param
 
 
@@ -163,14 +163,29 @@ def test_long_decaying_chunks_stay_exact(monkeypatch):
 def test_second_process_loads_compiled_code_from_the_cache():
     code = (
         "import numpy as np, pdscan\n"
-        "from pdscan.backends import numba_cpu as nc\n"
+        "from pdscan.backends import numba_cpu_kernels as nc\n"
         "i = np.zeros((2, 3, 4), np.int32); d = np.ones((2, 3, 4), np.complex64)\n"
         "x = pdscan.scan(i, d, d, backend='numba')\n"
         "pdscan.scan_vjp(i, d, d, None, x, x, backend='numba')\n"
-        "stats = [f.stats for f in (nc._forward_sequences, nc._vjp_sequences)]\n"
+        "stats = [f.stats for f in (nc.forward_phase, nc.vjp_phase)]\n"
         "print(sum(sum(s.cache_misses.values()) for s in stats), sum(sum(s.cache_hits.values()) for s in stats))\n"
     )
     for _ in range(2):  # the first run may compile; the second must not
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     misses, hits = map(int, out.split())
     assert misses == 0 and hits == 2
+
+
+def test_index_widths_share_kernels():
+    """Narrow and unsigned indices reuse the int32 and int64 kernels: no compile per width."""
+    rng = np.random.default_rng()
+    inputs = make_inputs(rng, batch=(2,), L=5, N=4, dtype=np.complex64, index_dtype=np.int32)
+    before = None
+    for index_dtype in (np.int32, np.uint8, np.int8, np.int16, np.uint16, np.uint32):
+        index = inputs["index"].astype(index_dtype)
+        got = pdscan.scan(index, inputs["d"], inputs["b"], inputs["x0"], backend="numba")
+        want = pdscan.scan(index, inputs["d"], inputs["b"], inputs["x0"], backend="numpy")
+        assert rel_err(got, want) < 1e-5
+        count = len(numba_cpu_kernels.forward_phase.signatures)
+        assert before is None or count == before
+        before = count

@@ -1,29 +1,47 @@
 """Numba CPU backend: the scan and its fused VJP, parallel over sequences or time.
 
-Two schedules, chosen by shape (``plan``):
+The kernels are in ``numba_cpu_kernels``; this module picks a schedule and lays
+out the arrays.  Two schedules, chosen by shape (``plan``):
 
-* **sequences**: ``prange`` over the S independent sequences, each a sequential
-  loop over time with its state in a small buffer: one pass over the data.
-* **chunks**: when there are fewer sequences than threads (one long sequence), time
-  is cut into chunks.  Each chunk is first reduced to its affine transform with the
-  PD monoid (in parallel), a short sequential pass over the chunk summaries gives
-  every chunk's start state, and the chunks are replayed from those (in parallel).
-  The VJP does the same for the adjoint recurrence h_t = A_t^T (grad_x_t + h_next).
+* **sequences** (S >= threads): ``prange`` over the S independent sequences, each
+  a sequential loop over time: one pass over the data.
+* **chunks** (fewer sequences than threads, e.g. one long sequence): time is cut
+  into chunks.  Phase 1, in parallel: chunk 0 runs directly from x0 while chunks
+  1 .. C-2 are each reduced to their affine transform with the PD monoid.  Phase 2,
+  sequential and short: the summaries carry chunk 0's final state to every chunk's
+  start.  Phase 3, in parallel: chunks 1 .. C-1 replay from their start states.
+  Running chunk 0 directly instead of summarising it lets phase 1 do useful work
+  on every thread, which is what makes two threads pay off on one sequence; chunk
+  0 is shorter than the others (``FIRST_CHUNK_SHARE``) because a summary step
+  costs less than a step that writes its output.
+  The VJP does the same for the adjoint carry h_t = A_t^T (grad_x_t + h_next),
+  in the adjoint's order (time reversed).
 
-Memory beyond the outputs: O(threads * N), plus O(chunks * N) on the chunked path.
+Memory beyond the outputs: O(threads * N) work buffers, plus O(chunks * N) for the
+chunk summaries and start states.
 
-Specialisations: the kernels are compiled lazily per (value dtype, index dtype):
-4 value dtypes x 7 index dtypes (uint64 maps are read as int64), each for the forward and the VJP, and for the
-summary kernels of the chunked path.  Selectors of the dictionary form are cast to
-int64 (an (S, L) array: cheap), arrays are made C-contiguous, and mode, direction,
-conjugation and the dictionary form are run-time flags.  Numba also types an
-array's read-only flag (broadcast inputs are read-only views), which can double a
-signature; nothing else multiplies the count.  Everything is compiled with ``cache=True``: a second process loads
-the machine code from numba's cache instead of compiling.
+Specialisations: two parallel kernels (``forward_phase``, ``vjp_phase``; the
+schedule's phase is a run-time argument), each compiled lazily once per (value
+dtype, index width) pair that is used: 4 value dtypes x 2 index widths (int32,
+int64) = at most 8 signatures per kernel, 16 in all.  int32 and int64 indices are
+read in place; uint32 and uint64 are reinterpreted as int32 and int64 (a view:
+values >= 2**31 or 2**63 turn negative and are caught by the range checks, as they
+are out of range for any N anyway); int8, uint8, int16 and uint16 are widened to
+int32 (a copy of the index only).  Dictionary selectors are cast to int64 (an
+(S, L) array: cheap).  Every input reaches the kernels as a read-only view
+(numba types the read-only flag, which would otherwise double the signatures, and
+a read-only array cannot be written by mistake); outputs are C-contiguous.  Mode,
+direction, conjugation and the dictionary form are run-time flags whose branches
+sit outside the inner loops.  Everything is compiled with ``cache=True``: a second
+process loads the machine code from numba's on-disk cache (``__pycache__`` next
+to the kernels) instead of compiling; a cold start compiles each signature in
+some seconds.
 
-Threads: numba's default threading layer (TBB, OpenMP or its workqueue, whichever
-is installed) with ``numba.get_num_threads()`` threads; set NUMBA_NUM_THREADS or
-call ``numba.set_num_threads`` to change it.
+Threads: numba's default threading layer (TBB, then OpenMP, then numba's own
+workqueue, whichever is installed; ``numba.threading_layer()`` says which ran)
+with ``numba.get_num_threads()`` threads.  Set NUMBA_NUM_THREADS, or call
+``numba.set_num_threads`` (per calling thread), to change the count, and
+NUMBA_THREADING_LAYER to pick the layer.
 
 Bounds safety: an index outside [0, N) (possible only with check_index=False) is
 never dereferenced; the state of the step that uses it becomes NaN, and so does
@@ -34,370 +52,78 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
 
-#: per thread, at least this many steps per chunk before the chunked schedule pays off
-MIN_CHUNK_STEPS = 64
-#: the chunked schedule is used when there are at least this many threads per sequence
-CHUNKED_MIN_THREADS_PER_SEQUENCE = 4
-#: chunks per thread on the chunked schedule (more chunks balance the load better)
-CHUNKS_PER_THREAD = 4
+from . import numba_cpu_kernels as kernels
 
-_JIT = dict(cache=True, nogil=True, boundscheck=False, fastmath=False)
-
-
-# ------------------------------------------------------------------ per-step primitives
-
-
-@njit(**_JIT)
-def _row(table, selectors, s, t, use_maps):
-    """sigma_t of sequence s: table[s, selectors[s, t]] (dictionary) or table[s, t]."""
-    if use_maps:
-        k = selectors[s, t]
-        if k < 0 or k >= table.shape[1]:
-            return table[s, 0], False
-        return table[s, k], True
-    return table[s, t], True
-
-
-@njit(**_JIT)
-def _step(scatter, sigma, ok, d, b, state, nxt, out):
-    """nxt = A state + b (out receives it too); NaN where the map is out of range."""
-    n = state.shape[0]
-    if scatter:
-        for i in range(n):
-            nxt[i] = 0
-        for j in range(n):
-            i = sigma[j]
-            if ok and 0 <= i < n:
-                nxt[i] += d[j] * state[j]
-            else:
-                nxt[:] = np.nan
-                break
-        for i in range(n):
-            v = nxt[i] + b[i]
-            nxt[i] = v
-            out[i] = v
-    else:
-        for i in range(n):
-            j = sigma[i]
-            if ok and 0 <= j < n:
-                v = d[i] * state[j] + b[i]
-            else:
-                v = state[0] * np.nan
-            nxt[i] = v
-            out[i] = v
-
-
-@njit(**_JIT)
-def _flush(v, tiny):
-    """v, or 0 once |v| < tiny.  A product of many |d| < 1 otherwise settles on a
-    subnormal number, and subnormal arithmetic is some 60 times slower on x86; a
-    chunk summary whose factor is below tiny contributes nothing measurable."""
-    return v * 0 if abs(v.real) < tiny and abs(v.imag) < tiny else v
-
-
-@njit(**_JIT)
-def _compose(scatter, sigma, ok, d, acc_sigma, acc_d, tmp_sigma, tmp_d, tiny):
-    """acc = (sigma, d) o acc, in place (the PD monoid's composition)."""
-    n = acc_d.shape[0]
-    if scatter:  # (sigma[acc_sigma], d[acc_sigma] * acc_d)
-        for j in range(n):
-            i = acc_sigma[j]
-            k = sigma[i] if ok else -1
-            if 0 <= k < n:
-                acc_sigma[j] = k
-                acc_d[j] = _flush(d[i] * acc_d[j], tiny)
-            else:
-                acc_sigma[j] = 0
-                acc_d[j] = acc_d[j] * np.nan
-    else:  # (acc_sigma[sigma], d * acc_d[sigma])
-        for i in range(n):
-            j = sigma[i] if ok else -1
-            if 0 <= j < n:
-                tmp_sigma[i] = acc_sigma[j]
-                tmp_d[i] = _flush(d[i] * acc_d[j], tiny)
-            else:
-                tmp_sigma[i] = 0
-                tmp_d[i] = acc_d[0] * np.nan
-        acc_sigma[:] = tmp_sigma
-        acc_d[:] = tmp_d
-
-
-@njit(**_JIT)
-def _apply_summary(scatter, sigma, d, c, state, nxt):
-    """nxt = A state + c for a chunk summary (indices already in range)."""
-    n = state.shape[0]
-    if scatter:
-        for i in range(n):
-            nxt[i] = c[i]
-        for j in range(n):
-            nxt[sigma[j]] += d[j] * state[j]
-    else:
-        for i in range(n):
-            nxt[i] = d[i] * state[sigma[i]] + c[i]
-
-
-# ------------------------------------------------------------------ forward
-
-
-@njit(**_JIT)
-def _forward_span(table, selectors, use_maps, d, b, scatter, s, t_first, count, step, state, spare, out):
-    """Run ``count`` steps of sequence s from t_first (step +1 or -1), from ``state``.
-
-    Each step writes its state straight into its output row and reads the previous
-    one back from there (it is still in cache), so no state is copied."""
-    n = state.shape[0]
-    t = t_first
-    prev = state
-    for _ in range(count):
-        sigma, ok = _row(table, selectors, s, t, use_maps)
-        row, dt, bt = out[s, t], d[s, t], b[s, t]
-        bad = not ok
-        if scatter:
-            for i in range(n):
-                row[i] = bt[i]
-            for j in range(n):
-                i = sigma[j]
-                if 0 <= i < n:
-                    row[i] += dt[j] * prev[j]
-                else:
-                    bad = True
-        else:
-            for i in range(n):
-                j = sigma[i]
-                if not 0 <= j < n:
-                    j = 0
-                    bad = True
-                row[i] = dt[i] * prev[j] + bt[i]
-        if bad:  # an out-of-range map (check_index=False): poison, never dereference
-            row[:] = np.nan
-        prev = row
-        t += step
-    return prev
-
-
-@njit(parallel=True, **_JIT)
-def _forward_sequences(table, selectors, use_maps, d, b, x0, has_x0, scatter, reverse, out):
-    S, L, N = d.shape
-    for s in prange(S):
-        state = np.zeros(N, d.dtype)
-        spare = np.empty(N, d.dtype)
-        if has_x0:
-            state[:] = x0[s]
-        if reverse:
-            _forward_span(table, selectors, use_maps, d, b, scatter, s, L - 1, L, -1, state, spare, out)
-        else:
-            _forward_span(table, selectors, use_maps, d, b, scatter, s, 0, L, 1, state, spare, out)
-
-
-@njit(parallel=True, **_JIT)
-def _chunk_summaries(table, selectors, use_maps, d, b, scatter, transposed, reverse, chunk, n_chunks,
-                     conj, tiny, sum_sigma, sum_d, sum_c):
-    """Each chunk's affine summary (sigma, d, c): the chunk's steps composed in
-    processing order.  ``transposed`` composes A_t^T and feeds A_t^T b_t (the
-    adjoint's h_t = A_t^T (g_in_t + h_next)), with d conjugated when ``conj``."""
-    S, L, N = d.shape
-    for task in prange(S * n_chunks):
-        s = task // n_chunks
-        c = task % n_chunks
-        lo = c * chunk
-        hi = min(L, lo + chunk)
-        acc_sigma = np.arange(N).astype(sum_sigma.dtype)
-        acc_d = np.ones(N, d.dtype)
-        acc_c = np.zeros(N, d.dtype)
-        tmp_sigma = np.empty(N, sum_sigma.dtype)
-        tmp_d = np.empty(N, d.dtype)
-        spare = np.empty(N, d.dtype)
-        sink = np.empty(N, d.dtype)
-        zeros = np.zeros(N, d.dtype)
-        dd = np.empty(N, d.dtype)
-        mode = scatter != transposed  # A^T of scatter is gather and back
-        for k in range(hi - lo):
-            t = (hi - 1 - k) if reverse else (lo + k)
-            sigma, ok = _row(table, selectors, s, t, use_maps)
-            for i in range(N):
-                dd[i] = np.conj(d[s, t, i]) if conj else d[s, t, i]
-            if transposed:  # acc_c <- A^T (acc_c + b_t)
-                for i in range(N):
-                    spare[i] = acc_c[i] + b[s, t, i]
-                _step(mode, sigma, ok, dd, zeros, spare, acc_c, sink)
-            else:
-                _step(mode, sigma, ok, dd, b[s, t], acc_c, spare, sink)
-                acc_c, spare = spare, acc_c
-            _compose(mode, sigma, ok, dd, acc_sigma, acc_d, tmp_sigma, tmp_d, tiny)
-        sum_sigma[s, c] = acc_sigma
-        sum_d[s, c] = acc_d
-        sum_c[s, c] = acc_c
-
-
-@njit(**_JIT)
-def _chunk_starts(sum_sigma, sum_d, sum_c, x0, has_x0, mode_scatter, reverse, starts, finals):
-    """starts[s, c]: the state entering chunk c (in processing order); finals[s]: the
-    state leaving the last chunk."""
-    S, C, N = sum_d.shape
-    for s in range(S):
-        state = np.zeros(N, sum_d.dtype)
-        nxt = np.empty(N, sum_d.dtype)
-        if has_x0:
-            state[:] = x0[s]
-        for k in range(C):
-            c = C - 1 - k if reverse else k
-            starts[s, c] = state
-            _apply_summary(mode_scatter, sum_sigma[s, c], sum_d[s, c], sum_c[s, c], state, nxt)
-            state, nxt = nxt, state
-        finals[s] = state
-
-
-@njit(parallel=True, **_JIT)
-def _forward_replay(table, selectors, use_maps, d, b, scatter, reverse, chunk, n_chunks, starts, out):
-    S, L, N = d.shape
-    for task in prange(S * n_chunks):
-        s = task // n_chunks
-        c = task % n_chunks
-        lo = c * chunk
-        hi = min(L, lo + chunk)
-        state = starts[s, c].copy()
-        spare = np.empty(N, d.dtype)
-        if reverse:
-            _forward_span(table, selectors, use_maps, d, b, scatter, s, hi - 1, hi - lo, -1, state, spare, out)
-        else:
-            _forward_span(table, selectors, use_maps, d, b, scatter, s, lo, hi - lo, 1, state, spare, out)
-
-
-# ------------------------------------------------------------------ VJP
-
-
-@njit(**_JIT)
-def _vjp_span(table, selectors, use_maps, d, x, x0, has_x0, grad_x, scatter, reverse, conj, s, lo, hi,
-              carry, spare, zero_row, grad_d, grad_b):
-    """The adjoint over steps [lo, hi) of sequence s, latest (in forward order) first,
-    entering with carry = A_next^T g_next; returns the carry leaving the span."""
-    L, N = d.shape[1], d.shape[2]
-    for k in range(hi - lo):
-        t = (lo + k) if reverse else (hi - 1 - k)  # the adjoint visits the forward order backwards
-        sigma, ok = _row(table, selectors, s, t, use_maps)
-        tp = t + 1 if reverse else t - 1  # the step whose state this one starts from
-        if 0 <= tp < L:
-            prev = x[s, tp]
-        elif has_x0:
-            prev = x0[s]
-        else:
-            prev = zero_row
-        dt, gx, gd, gb = d[s, t], grad_x[s, t], grad_d[s, t], grad_b[s, t]
-        g = gb  # the adjoint state is grad_b: build it in place and read it back from there
-        for i in range(N):
-            g[i] = gx[i] + carry[i]
-        bad = not ok
-        if scatter:  # grad_d[j] = g[sigma(j)] prev[j]; carry[j] = d[j] g[sigma(j)]
-            for j in range(N):
-                i = sigma[j]
-                if 0 <= i < N:
-                    gs = g[i]
-                else:
-                    gs = g[0]
-                    bad = True
-                if conj:
-                    gd[j] = gs * np.conj(prev[j])
-                    spare[j] = np.conj(dt[j]) * gs
-                else:
-                    gd[j] = gs * prev[j]
-                    spare[j] = dt[j] * gs
-        else:  # grad_d[i] = g[i] prev[sigma(i)]; carry[sigma(i)] += d[i] g[i]
-            for i in range(N):
-                spare[i] = 0
-            for i in range(N):
-                j = sigma[i]
-                if not 0 <= j < N:
-                    j = 0
-                    bad = True
-                if conj:
-                    gd[i] = g[i] * np.conj(prev[j])
-                    spare[j] += np.conj(dt[i]) * g[i]
-                else:
-                    gd[i] = g[i] * prev[j]
-                    spare[j] += dt[i] * g[i]
-        if bad:  # an out-of-range map (check_index=False): poison, never dereference
-            gd[:] = np.nan
-            spare[:] = np.nan
-        carry, spare = spare, carry
-    return carry
-
-
-@njit(parallel=True, **_JIT)
-def _vjp_sequences(table, selectors, use_maps, d, x, x0, has_x0, grad_x, scatter, reverse, conj,
-                   grad_d, grad_b, grad_x0):
-    S, L, N = d.shape
-    for s in prange(S):
-        carry = np.zeros(N, d.dtype)
-        spare = np.empty(N, d.dtype)
-        carry = _vjp_span(table, selectors, use_maps, d, x, x0, has_x0, grad_x, scatter, reverse, conj, s, 0, L,
-                          carry, spare, np.zeros(N, d.dtype), grad_d, grad_b)
-        grad_x0[s] = carry
-
-
-@njit(parallel=True, **_JIT)
-def _vjp_replay(table, selectors, use_maps, d, x, x0, has_x0, grad_x, scatter, reverse, conj, chunk, n_chunks,
-                carries, grad_d, grad_b):
-    S, L, N = d.shape
-    for task in prange(S * n_chunks):
-        s = task // n_chunks
-        c = task % n_chunks
-        lo = c * chunk
-        hi = min(L, lo + chunk)
-        carry = carries[s, c].copy()
-        spare = np.empty(N, d.dtype)
-        _vjp_span(table, selectors, use_maps, d, x, x0, has_x0, grad_x, scatter, reverse, conj, s, lo, hi,
-                  carry, spare, np.zeros(N, d.dtype), grad_d, grad_b)
-
-
-# ------------------------------------------------------------------ the backend
-
-
+#: fewest steps per sequence for the chunked schedule; below it the phases'
+#: overhead outweighs the parallelism
+MIN_CHUNKED_STEPS = 4096
+#: chunk 0's length relative to the other chunks: a summary step's cost relative to
+#: a replayed step's (measured on x86 with AVX-512; forward and VJP)
+FIRST_CHUNK_SHARE = {"forward": 0.6, "vjp": 0.6}
 #: tests set this to force the chunked schedule with chunks of this many steps
 FORCE_CHUNK_STEPS = None
 
 
-def plan(S, L):
-    """The chunk length for the chunked schedule, or None to go over sequences."""
+def plan(S, L, kind="forward"):
+    """(first, chunk): chunk 0's length and the others' for the chunked schedule,
+    or None for one task per sequence."""
     if FORCE_CHUNK_STEPS is not None:
-        return max(1, int(FORCE_CHUNK_STEPS))
+        steps = max(1, int(FORCE_CHUNK_STEPS))
+        return steps, steps
     threads = numba.get_num_threads()
-    # a chunk summary costs about three replays, so cutting time pays off only
-    # when each sequence gets several threads
-    if threads < CHUNKED_MIN_THREADS_PER_SEQUENCE * S or L < 2 * MIN_CHUNK_STEPS:
+    if S >= threads or L < MIN_CHUNKED_STEPS:
         return None
-    per_sequence = min(-(-threads * CHUNKS_PER_THREAD // S), L // MIN_CHUNK_STEPS)
-    return -(-L // per_sequence)
+    per_sequence = -(-threads // S)  # chunks each phase runs in parallel per sequence
+    share = FIRST_CHUNK_SHARE[kind]
+    chunk = -int(-L // (per_sequence + share))
+    first = max(1, L - per_sequence * chunk)
+    return first, chunk
 
 
-def _contiguous(a):
-    return np.ascontiguousarray(a)
+def _n_chunks(L, first, chunk):
+    return 1 + max(0, -(-(L - first) // chunk))
+
+
+#: index dtypes read in place (as the dtype on the right): the kernels' index widths
+_INDEX_VIEWS = {np.dtype(np.int32): np.int32, np.dtype(np.int64): np.int64,
+                np.dtype(np.uint32): np.int32, np.dtype(np.uint64): np.int64}
+
+
+def _readonly(a):
+    """A C-contiguous read-only view (or copy, when the layout needs one) of ``a``."""
+    a = np.ascontiguousarray(a)
+    if a.dtype.byteorder not in "=|":
+        a = a.astype(a.dtype.newbyteorder("="))
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
+def _index_table(a):
+    """The index (or maps) as int32 or int64, read in place where the width allows."""
+    a = np.ascontiguousarray(a)
+    if a.dtype.byteorder not in "=|":
+        a = a.astype(a.dtype.newbyteorder("="))
+    width = _INDEX_VIEWS.get(a.dtype)
+    return _readonly(a.view(width) if width is not None else a.astype(np.int32))
 
 
 def _kernel_arrays(p):
-    """The maps table, selectors and flag, and d as contiguous (S, ...) arrays."""
+    """The maps table, selectors and flag, and d, as read-only contiguous (S, ...) arrays."""
     if p.maps is None:
-        table = _contiguous(p.flat("index"))
-        selectors = np.zeros((1, 1), np.int64)
-        use_maps = False
-    else:
-        table = _contiguous(p.flat("maps"))
-        selectors = _contiguous(p.flat("index")).astype(np.int64, copy=False)
-        use_maps = True
-    if table.dtype.byteorder not in "=|":
-        table = table.astype(table.dtype.newbyteorder("="))
-    if table.dtype == np.uint64:
-        # uint64 does not mix with signed arithmetic in numba; reading the same bits
-        # as int64 turns values >= 2**63 negative, which the range checks still catch
-        table = table.view(np.int64)
-    return table, selectors, use_maps, _contiguous(p.flat("d"))
+        return _index_table(p.flat("index")), _NO_SELECTORS, False, _readonly(p.flat("d"))
+    selectors = _readonly(np.asarray(p.flat("index")).astype(np.int64))
+    return _index_table(p.flat("maps")), selectors, True, _readonly(p.flat("d"))
+
+
+_NO_SELECTORS = _readonly(np.zeros((1, 1), np.int64))
 
 
 def _x0(p):
     if p.x0 is None:
-        return np.zeros((1, 1), p.dtype), False
-    return _contiguous(p.flat("x0")), True
+        return _readonly(np.zeros((1, 1), p.dtype)), False
+    return _readonly(p.flat("x0")), True
 
 
 def _output(out, shape, dtype):
@@ -415,35 +141,51 @@ def _finish(result, out, batch_shape):
     return out if out is not None else full
 
 
+def _tiny(dtype):
+    """The flush threshold of chunk summaries: 2**24 times the smallest normal number."""
+    return float(np.finfo(dtype).tiny) * 2.0**24
+
+
+def _no_chunks(dtype):
+    """Placeholder summary and start buffers for the SEQUENCES phase (one chunk)."""
+    return _summary_buffers(1, 1, 1, dtype) + (np.zeros((1, 1, 1), dtype),)
+
+
+def _summary_buffers(S, n_chunks, N, dtype):
+    return (np.zeros((S, n_chunks, N), np.int64), np.empty((S, n_chunks, N), dtype),
+            np.empty((S, n_chunks, N), dtype))
+
+
 class NumbaBackend:
     name = "numba"
     writes_out = True
 
     def forward(self, p, out=None):
         table, selectors, use_maps, d = _kernel_arrays(p)
-        b = _contiguous(p.flat("b"))
+        b = _readonly(p.flat("b"))
         x0, has_x0 = _x0(p)
         S, L, N = p.S, p.L, p.N
         result, out = _output(out, (S, L, N), p.dtype)
-        scatter = p.mode == "scatter"
-        chunk = plan(S, L)
-        if chunk is None:
-            _forward_sequences(table, selectors, use_maps, d, b, x0, has_x0, scatter, p.reverse, result)
+        scatter, forward = p.mode == "scatter", not p.reverse
+        spans = plan(S, L, "forward")
+        if spans is None or _n_chunks(L, *spans) < 2:
+            kernels.forward_phase(kernels.SEQUENCES, table, selectors, use_maps, d, b, x0, has_x0, scatter, forward,
+                                  1, 1, 0.0, *_no_chunks(p.dtype), result)
         else:
-            n_chunks = -(-L // chunk)
-            sums = _summary_buffers(S, n_chunks, N, p.dtype)
-            _chunk_summaries(table, selectors, use_maps, d, b, scatter, False, p.reverse, chunk, n_chunks,
-                             False, _tiny(p.dtype), *sums)
-            starts = np.empty((S, n_chunks, N), p.dtype)
-            finals = np.empty((S, N), p.dtype)
-            _chunk_starts(*sums, x0, has_x0, scatter, p.reverse, starts, finals)
-            _forward_replay(table, selectors, use_maps, d, b, scatter, p.reverse, chunk, n_chunks, starts, result)
+            first, chunk = spans
+            n_chunks = _n_chunks(L, first, chunk)
+            chunks = _summary_buffers(S, n_chunks, N, p.dtype) + (np.empty((S, n_chunks, N), p.dtype),)
+            for phase in (kernels.CHUNKS_FIRST, kernels.CHUNKS_REPLAY):
+                if phase == kernels.CHUNKS_REPLAY:  # the chunks' start states, in order
+                    kernels.chain_starts(*chunks[:3], scatter, chunks[3])
+                kernels.forward_phase(phase, table, selectors, use_maps, d, b, x0, has_x0, scatter, forward, first,
+                                      chunk, _tiny(p.dtype), *chunks, result)
         return _finish(result, out, p.batch_shape)
 
     def vjp(self, p, x, grad_x, *, conjugate=False, out=None):
         table, selectors, use_maps, d = _kernel_arrays(p)
-        x = _contiguous(np.reshape(x, (p.S, p.L, p.N)))
-        grad_x = _contiguous(np.reshape(grad_x, (p.S, p.L, p.N)))
+        x = _readonly(np.reshape(x, (p.S, p.L, p.N)))
+        grad_x = _readonly(np.reshape(grad_x, (p.S, p.L, p.N)))
         x0, has_x0 = _x0(p)
         S, L, N = p.S, p.L, p.N
         out_d, out_b, out_x0 = out if out is not None else (None, None, None)
@@ -451,37 +193,26 @@ class NumbaBackend:
         grad_b, out_b = _output(out_b, (S, L, N), p.dtype)
         grad_x0 = np.empty((S, N), p.dtype)
         scatter = p.mode == "scatter"
+        adjoint_forward = p.reverse  # the adjoint runs against the scan's direction
         conj = bool(conjugate) and p.dtype.kind == "c"
-        chunk = plan(S, L)
-        if chunk is None:
-            _vjp_sequences(table, selectors, use_maps, d, x, x0, has_x0, grad_x, scatter, p.reverse, conj,
-                           grad_d, grad_b, grad_x0)
+        spans = plan(S, L, "vjp")
+        if spans is None or _n_chunks(L, *spans) < 2:
+            kernels.vjp_phase(kernels.SEQUENCES, table, selectors, use_maps, d, x, x0, has_x0, grad_x, scatter,
+                              adjoint_forward, conj, 1, 1, 0.0, *_no_chunks(p.dtype), grad_d, grad_b, grad_x0)
         else:
-            # the adjoint carry h_t = A_t^T (grad_x_t + h_next) is itself a chunked scan,
-            # in the transposed mode and the other direction
-            n_chunks = -(-L // chunk)
-            sums = _summary_buffers(S, n_chunks, N, p.dtype)
-            _chunk_summaries(table, selectors, use_maps, d, grad_x, scatter, True, not p.reverse, chunk, n_chunks,
-                             conj, _tiny(p.dtype), *sums)
-            carries = np.empty((S, n_chunks, N), p.dtype)
-            no_x0 = np.zeros((1, 1), p.dtype)
-            _chunk_starts(*sums, no_x0, False, not scatter, not p.reverse, carries, grad_x0)
-            _vjp_replay(table, selectors, use_maps, d, x, x0, has_x0, grad_x, scatter, p.reverse, conj, chunk,
-                        n_chunks, carries, grad_d, grad_b)
+            first, chunk = spans
+            n_chunks = _n_chunks(L, first, chunk)
+            chunks = _summary_buffers(S, n_chunks, N, p.dtype) + (np.empty((S, n_chunks, N), p.dtype),)
+            for phase in (kernels.CHUNKS_FIRST, kernels.CHUNKS_REPLAY):
+                if phase == kernels.CHUNKS_REPLAY:  # the adjoint's transforms A_t^T are in the other mode
+                    kernels.chain_starts(*chunks[:3], not scatter, chunks[3])
+                kernels.vjp_phase(phase, table, selectors, use_maps, d, x, x0, has_x0, grad_x, scatter,
+                                  adjoint_forward, conj, first, chunk, _tiny(p.dtype), *chunks, grad_d, grad_b,
+                                  grad_x0)
         grads = (_finish(grad_d, out_d, p.batch_shape), _finish(grad_b, out_b, p.batch_shape))
         if p.x0 is None:
             return grads + (None,)
         return grads + (_finish(grad_x0, out_x0, p.batch_shape),)
-
-
-def _tiny(dtype):
-    """The flush threshold of chunk summaries: 2**24 times the smallest normal number."""
-    return float(np.finfo(dtype).tiny) * 2.0**24
-
-
-def _summary_buffers(S, n_chunks, N, dtype):
-    return (np.empty((S, n_chunks, N), np.int64), np.empty((S, n_chunks, N), dtype),
-            np.empty((S, n_chunks, N), dtype))
 
 
 BACKEND = NumbaBackend()
