@@ -303,8 +303,17 @@ def test_bad_input_gets_the_core_errors():
         pdscan.torch.scan(np.zeros((2, 5, 3), np.int64), d, d)
     with pytest.raises(ValueError, match=r"the leading \(batch\) dimensions do not broadcast"):
         pdscan.torch.scan(torch.zeros(3, 5, 3, dtype=torch.int64), d, d)
-    with pytest.raises(TypeError, match=r"d: expected float32, float64, complex64 or complex128"):
-        pdscan.torch.scan(torch.zeros(2, 5, 3, dtype=torch.int64), d.to(torch.float16), d)
+    for check_index in (True, False):  # without the index check the op itself raises them
+        with pytest.raises(TypeError, match=r"d: expected float32, float64, complex64 or complex128"):
+            pdscan.torch.scan(torch.zeros(2, 5, 3, dtype=torch.int64), d.to(torch.float16), d,
+                              check_index=check_index)
+        with pytest.raises(ValueError, match=r"x0: expected shape \(\.\.\., N\) = \(\.\.\., 3\)"):
+            pdscan.torch.scan(torch.zeros(2, 5, 3, dtype=torch.int64), d, d, torch.ones(2, 4, dtype=torch.complex64),
+                              check_index=check_index)
+        with pytest.raises(TypeError, match=r"arrays from different libraries cannot be mixed"):
+            pdscan.torch.scan(torch.zeros(2, 5, 3, dtype=torch.int64), d, d.numpy(), check_index=check_index)
+        with pytest.raises(ValueError, match="mode"):
+            pdscan.torch.scan(torch.zeros(2, 5, 3, dtype=torch.int64), d, d, mode="both", check_index=check_index)
 
 
 def test_inputs_are_not_modified():
@@ -364,6 +373,15 @@ def test_cuda_long_sequences_complex64_match_the_reference(mode, reverse):
     assert rel_err(x.detach().cpu().numpy(), want_x) < 1e-4
     for got, want in zip(grads, want_grads):
         assert got.shape == want.shape and rel_err(got.cpu().numpy(), want) < 1e-4
+
+
+@needs_cuda
+def test_cuda_mixed_devices_get_the_core_error():
+    d = torch.ones(2, 5, 3, dtype=torch.complex64, device="cuda")
+    index = torch.zeros(2, 5, 3, dtype=torch.int64)  # on the CPU
+    for check_index in (True, False):
+        with pytest.raises(ValueError, match="all arrays must be on one device"):
+            pdscan.torch.scan(index, d, d, check_index=check_index)
 
 
 @needs_cuda

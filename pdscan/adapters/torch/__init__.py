@@ -81,14 +81,25 @@ def scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, chec
     if torch.compiler.is_compiling():
         # the op's fake implementation runs the core's shape and dtype checks while
         # tracing; mode and reverse are plain Python values, checked here
-        monoid.check_mode(mode)
-        if not isinstance(reverse, bool):
-            raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
+        _check_options(mode, reverse)
         return scan_forward(index, d, b, x0, maps, mode, reverse)
-    if check_index and isinstance(d, torch.Tensor) and _values_hidden(d):
-        check_index = False
+    arrays = (index, d, b, x0, maps)
+    all_tensors = all(a is None or isinstance(a, torch.Tensor) for a in arrays)
+    if all_tensors and (not check_index or _values_hidden(d)):
+        # the op checks shapes and dtypes with the core's prepare (on views, no
+        # copies) and reduces gradients over broadcast dimensions itself; going
+        # through pdscan.scan would run prepare a second time, on the tensors
+        _check_options(mode, reverse)
+        return torch.ops.pdscan.scan_forward.default(index, d, b, x0, maps, mode, reverse)
+    # index values to check, or a non-tensor argument: the core's checks and errors
     return _api.scan(index, d, b, x0, maps=maps, mode=mode, reverse=reverse, backend="torch",
                      check_index=check_index)
+
+
+def _check_options(mode, reverse):
+    monoid.check_mode(mode)
+    if not isinstance(reverse, bool):
+        raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
 
 
 __all__ = ["BACKEND", "TorchBackend", "scan", "scan_forward", "scan_backward"]

@@ -63,6 +63,16 @@ def plain(t):
     return None if t is None else t.detach().resolve_conj().resolve_neg()
 
 
+def check_one_device(**named):
+    """The core's error where tensors sit on different devices (the dispatcher runs
+    the CUDA kernel as soon as one argument is on a GPU; views must not be built
+    over another device's memory)."""
+    devices = {name: t.device for name, t in named.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        detail = ", ".join(f"{name} on {device}" for name, device in devices.items())
+        raise ValueError(f"all arrays must be on one device ({detail})")
+
+
 def _run_forward(kernel, p, out):
     if getattr(kernel, "writes_out", False):
         written = kernel.forward(p, out=out)
@@ -103,6 +113,7 @@ def _host_view(t):
 
 
 def cpu_forward(index, d, b, x0, maps, mode, reverse):
+    check_one_device(index=index, d=d, b=b, x0=x0, maps=maps)
     p = prepare(*map(_host_view, (index, d, b, x0)), maps=_host_view(maps), mode=mode, reverse=reverse,
                 check_index=False)
     x = _new_states(p, d.device)
@@ -114,6 +125,7 @@ def cpu_forward(index, d, b, x0, maps, mode, reverse):
 
 
 def cpu_vjp(index, d, x0, maps, x, grad_x, mode, reverse, conjugate):
+    check_one_device(index=index, d=d, x0=x0, maps=maps, x=x, grad_x=grad_x)
     # the VJP does not read b: x (full batch shape, the problem's dtype) stands in for it
     p = prepare(*map(_host_view, (index, d, x, x0)), maps=_host_view(maps), mode=mode, reverse=reverse,
                 check_index=False)
@@ -131,6 +143,9 @@ def cpu_vjp(index, d, x0, maps, x, grad_x, mode, reverse, conjugate):
 # -- CUDA -------------------------------------------------------------------------
 
 
+_external_streams = {}
+
+
 class _OnTorchStream:
     """``with`` block in which CuPy runs on the tensors' device, launches on torch's
     current stream and allocates from torch's caching allocator."""
@@ -141,10 +156,13 @@ class _OnTorchStream:
         self._cupy = cupy
         self.device = device
         self.device_id = device.index if device.index is not None else torch.cuda.current_device()
-        stream = torch.cuda.current_stream(self.device_id)
+        pointer = torch.cuda.current_stream(self.device_id).cuda_stream
+        key = (self.device_id, pointer)
+        if key not in _external_streams:  # one CuPy wrapper per torch stream, made once
+            _external_streams[key] = cupy.cuda.ExternalStream(pointer, self.device_id)
         self._contexts = (
             cupy.cuda.Device(self.device_id),
-            cupy.cuda.ExternalStream(stream.cuda_stream, self.device_id),
+            _external_streams[key],
             cupy.cuda.using_allocator(self._allocate),
         )
 
@@ -182,6 +200,7 @@ class _OnTorchStream:
 
 
 def cuda_forward(index, d, b, x0, maps, mode, reverse):
+    check_one_device(index=index, d=d, b=b, x0=x0, maps=maps)
     kernel = cuda_kernel()
     with _OnTorchStream(d.device) as on:
         p = prepare(*map(on.view, (index, d, b, x0)), maps=on.view(maps), mode=mode, reverse=reverse,
@@ -194,6 +213,7 @@ def cuda_forward(index, d, b, x0, maps, mode, reverse):
 
 
 def cuda_vjp(index, d, x0, maps, x, grad_x, mode, reverse, conjugate):
+    check_one_device(index=index, d=d, x0=x0, maps=maps, x=x, grad_x=grad_x)
     kernel = cuda_kernel()
     with _OnTorchStream(d.device) as on:
         p = prepare(*map(on.view, (index, d, x, x0)), maps=on.view(maps), mode=mode, reverse=reverse,

@@ -35,9 +35,12 @@ from . import _kernels
 #: what ``unbroadcast`` reads of an input: its shape and dtype (b itself is not kept)
 _Like = namedtuple("_Like", "shape dtype")
 
+#: the array-API namespace of torch tensors, for the core's ``unbroadcast``
+_TORCH_XP = namespace(torch.empty(0))
+
 
 def _check_device(t):
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         raise ValueError(f"pdscan.torch: tensors on {t.device} are not supported; CPU and CUDA tensors are")
 
 
@@ -129,11 +132,18 @@ def _backward(ctx, grad_x):
     if not (wants_d or wants_b or wants_x0):
         return (None,) * 7
     grads = scan_backward(index, d, x0, maps, x, grad_x, ctx.mode, ctx.reverse, True)
-    xp = namespace(grad_x)
-    grad_d = unbroadcast(xp, grads[0], d) if wants_d else None
-    grad_b = unbroadcast(xp, grads[1], ctx.b_like) if wants_b else None
-    grad_x0 = unbroadcast(xp, grads[2], x0) if wants_x0 else None
+    grad_d = _like_input(grads[0], d) if wants_d else None
+    grad_b = _like_input(grads[1], ctx.b_like) if wants_b else None
+    grad_x0 = _like_input(grads[2], x0) if wants_x0 else None
     return None, grad_d, grad_b, grad_x0, None, None, None
+
+
+def _like_input(grad, like):
+    """The gradient in the input's shape and dtype (summed over broadcast dimensions,
+    the real part for a real input); as it is when it already has both."""
+    if grad.shape == like.shape and grad.dtype == like.dtype:
+        return grad
+    return unbroadcast(_TORCH_XP, grad, like)
 
 
 scan_forward.register_autograd(_backward, setup_context=_setup_context)
