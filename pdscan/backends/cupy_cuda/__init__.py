@@ -1,0 +1,115 @@
+"""CUDA backend: the PD scan and its fused VJP as CUDA kernels compiled through CuPy.
+
+Takes CuPy arrays (and, through the adapters, any CUDA memory they wrap as CuPy
+views).  Kernel sources are ``pdscan_common.cuh`` and ``pdscan_kernels.cu`` beside
+this file, compiled by NVRTC on first use and cached by CuPy.  Launch code and the
+choice between a pass per sequence and a chunked scan over time are in
+``_launch.py``.
+
+Determinism: gather mode is bitwise reproducible.  Scatter mode sums colliding
+lanes with shared-memory float atomics, whose order can vary; ``set_deterministic
+(True)`` (or PDSCAN_CUDA_DETERMINISTIC=1) switches to a fixed summation order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from ..._problem import VALUE_DTYPES
+
+
+def set_deterministic(flag: bool) -> None:
+    """Scatter with a fixed summation order (bitwise reproducible; slower)."""
+    from . import _launch
+
+    _launch.deterministic = bool(flag)
+
+
+@contextlib.contextmanager
+def deterministic(flag: bool = True):
+    """Context in which scatter sums in a fixed order."""
+    from . import _launch
+
+    before = _launch.deterministic
+    _launch.deterministic = bool(flag)
+    try:
+        yield
+    finally:
+        _launch.deterministic = before
+
+
+def _value_name(dtype) -> str:
+    for name in VALUE_DTYPES:
+        if str(dtype) == name:
+            return name
+    raise TypeError(f"cuda backend: unsupported value dtype {dtype}")  # prepare() rules it out
+
+
+def _target(out, shape, dtype, nbatch):
+    """(array to write, the caller's out or None): the kernels write (S, ...) rows
+    C-contiguously; an ``out`` of another layout gets a temporary and a copy."""
+    import cupy
+
+    if out is None:
+        return cupy.empty(shape, dtype), None
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"out: expected shape {tuple(shape)} and dtype {dtype}, got {out.shape} {out.dtype}")
+    if out.flags.c_contiguous:
+        return out, None
+    return cupy.empty(shape, dtype), out
+
+
+def _finish(written, caller):
+    if caller is None:
+        return written
+    caller[...] = written
+    return caller
+
+
+class CudaBackend:
+    name = "cuda"
+    writes_out = True
+
+    def forward(self, p, out=None):
+        from . import _launch as launch
+
+        nb = len(p.batch_shape)
+        value = _value_name(p.dtype)
+        itemsize = p.d.itemsize
+        ix = launch.indexing(p, itemsize, 4 * itemsize + 8)
+        d, d_stride = launch.layout(p.d, nb)
+        b, b_stride = launch.layout(p.b, nb)
+        x0, x0_stride = launch.layout(p.x0, nb)
+        x, caller = _target(out, p.batch_shape + (p.L, p.N), p.dtype, nb)
+        flags = launch._flags(reverse=p.reverse, signed=ix.signed)
+        launch.run_scan(value, p.mode, ix, d, d_stride, b, b_stride, x0, x0_stride, x, p.S, p.L, p.N, flags)
+        return _finish(x, caller)
+
+    def vjp(self, p, x, grad_x, *, conjugate, out=None):
+        from . import _launch as launch
+
+        nb = len(p.batch_shape)
+        value = _value_name(p.dtype)
+        itemsize = p.d.itemsize
+        conj = bool(conjugate) and value.startswith("complex")
+        ix = launch.indexing(p, itemsize, 4 * itemsize + 8)
+        d, d_stride = launch.layout(p.d, nb)
+        xs, x_stride = launch.layout(x, nb)
+        gx, gx_stride = launch.layout(grad_x, nb)
+        x0, x0_stride = launch.layout(p.x0, nb)
+        shape = p.batch_shape + (p.L, p.N)
+        outs = out if out is not None else (None, None, None)
+        grad_d, caller_d = _target(outs[0], shape, p.dtype, nb)
+        grad_b, caller_b = _target(outs[1], shape, p.dtype, nb)
+        grad_x0, caller_x0 = (None, None)
+        if p.x0 is not None:
+            grad_x0, caller_x0 = _target(outs[2], p.batch_shape + (p.N,), p.dtype, nb)
+        launch.run_vjp(value, p.mode, ix, d, d_stride, xs, x_stride, gx, gx_stride, x0, x0_stride,
+                       grad_d, grad_b, grad_x0, p.S, p.L, p.N, p.reverse, conj)
+        return (_finish(grad_d, caller_d), _finish(grad_b, caller_b),
+                None if grad_x0 is None else _finish(grad_x0, caller_x0))
+
+
+BACKEND = CudaBackend()
+
+__all__ = ["BACKEND", "CudaBackend", "set_deterministic", "deterministic"]

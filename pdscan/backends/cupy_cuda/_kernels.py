@@ -1,0 +1,110 @@
+"""Kernel sources, template instantiation names and the compiled-kernel cache.
+
+The kernels are templates over (value type, index width, kind/mode, maps form,
+lanes per thread E, and for the scan whether it writes a chunk summary).  Each one
+a call needs is compiled once by NVRTC through ``cupy.RawModule`` with its
+template name as a name expression; CuPy keeps the binary in its on-disk kernel
+cache, keyed by the source text, so the header is inlined into the source (an
+edit to it changes the key).  This module imports CuPy only when compiling, so the
+CI compile test can use the names and the source without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VALUE_TYPES = {
+    "float32": "float",
+    "float64": "double",
+    "complex64": "pd::complex_t<float>",
+    "complex128": "pd::complex_t<double>",
+}
+INDEX_WIDTHS = (1, 2, 4, 8)
+KINDS = {"scatter": 0, "gather": 1}
+LANES_PER_THREAD = (1, 2, 4, 16)  # E: see lanes_per_thread()
+TEAM_THREADS = {1: 32, 2: 32, 4: 256, 16: 256}
+MAX_N = 16 * 256
+
+# run-time flags, as in pdscan_common.cuh
+F_REVERSE, F_PRE_ADD, F_CONJ, F_DETERMINISTIC, F_SIGNED_INDEX = 1, 2, 4, 8, 16
+
+
+def lanes_per_thread(n: int) -> int:
+    """E, the state lanes each thread owns: one warp up to N = 64, then up to 256 threads."""
+    if n <= 32:
+        return 1
+    if n <= 64:
+        return 2
+    if n <= 1024:
+        return 4
+    if n <= MAX_N:
+        return 16
+    raise ValueError(f"the CUDA backend takes N up to {MAX_N}, got N = {n}")
+
+
+def team_size(n: int) -> int:
+    """Threads per team: enough warps to give every lane an owner."""
+    e = lanes_per_thread(n)
+    threads = -(-n // e)
+    return min(TEAM_THREADS[e], -(-threads // 32) * 32)
+
+
+def scan_name(value: str, index_width: int, kind: str, maps: bool, e: int, track: bool) -> str:
+    return (f"pd::pd_scan<{VALUE_TYPES[value]}, {index_width}, {KINDS[kind]}, "
+            f"{'true' if maps else 'false'}, {e}, {'true' if track else 'false'}>")
+
+
+def vjp_name(value: str, index_width: int, mode: str, maps: bool, e: int) -> str:
+    return (f"pd::pd_vjp<{VALUE_TYPES[value]}, {index_width}, {KINDS[mode]}, "
+            f"{'true' if maps else 'false'}, {e}>")
+
+
+def all_names(*, every_e: bool = False):
+    """The instantiations the launcher can ask for.  With ``every_e=False`` (what CI
+    compiles): every value type x index width x mode for the scan and the VJP at
+    E = 2; the summary and dictionary variants with int32 words for every value
+    type; every E for complex64 / int32 (the axes are independent of one another)."""
+    names = set()
+    for value, width, kind, maps, track in itertools.product(
+            VALUE_TYPES, INDEX_WIDTHS, KINDS, (False, True), (False, True)):
+        if maps and width != 4:
+            continue  # the dictionary form always reads int32 selectors
+        for e in LANES_PER_THREAD:
+            wanted = every_e or (value == "complex64" and width == 4) or (
+                e == 2 and ((not maps and not track) or width == 4))
+            if wanted:
+                names.add(scan_name(value, width, kind, maps, e, track))
+                if not track:
+                    names.add(vjp_name(value, width, kind, maps, e))
+    return sorted(names)
+
+
+def source() -> str:
+    """The kernels' translation unit with the header inlined."""
+    header = (HERE / "pdscan_common.cuh").read_text()
+    body = (HERE / "pdscan_kernels.cu").read_text()
+    return body.replace('#include "pdscan_common.cuh"', header)
+
+
+NVRTC_OPTIONS = ("--std=c++17",) + tuple(
+    f"-D{flag}" for flag in os.environ.get("PDSCAN_CUDA_DEFINES", "").split(",") if flag)
+
+
+def kernel(name: str):
+    """The compiled kernel ``name`` (a template instantiation) on the current device."""
+    import cupy
+
+    return _compiled(name, cupy.cuda.Device().id)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(name: str, device_id: int):
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        module = cupy.RawModule(code=source(), options=NVRTC_OPTIONS, name_expressions=[name])
+        return module.get_function(name)

@@ -1,0 +1,251 @@
+"""Launch code: array layouts, the choice of schedule, and the kernel launches.
+
+Two schedules (``plan``):
+
+* **sequences**: one team (thread block) per sequence walks all of time: one pass
+  over the data, the fastest when there are enough sequences to fill the GPU.
+* **chunks**: time is cut into C chunks.  A first launch reduces every chunk
+  but the last to its affine summary (transform, state from zero); the summaries
+  are scanned per sequence (the same code, recursively chunked when long) into
+  each chunk's start state; a last launch replays the chunks from their starts.
+  It reads the inputs twice (48 instead of 28 bytes per complex64 element) but
+  runs S * C teams instead of S.
+
+Every launch goes on CuPy's current stream and nothing waits for the device.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import cupy
+import numpy
+
+from . import _kernels as K
+
+#: teams per multiprocessor the schedule aims for (one-warp teams; 256-thread teams count 8)
+TEAMS_PER_SM = int(os.environ.get("PDSCAN_CUDA_TEAMS_PER_SM", "16"))
+#: chunks are at least this many steps long
+MIN_CHUNK = int(os.environ.get("PDSCAN_CUDA_MIN_CHUNK", "64"))
+#: chunk length forced by tests and benchmarks (None: chosen by shape; 0: never chunk)
+force_chunk_len: int | None = None
+#: scatter without float atomics (bitwise reproducible); gather mode always is
+deterministic: bool = os.environ.get("PDSCAN_CUDA_DETERMINISTIC", "0") not in ("", "0")
+
+NULL = numpy.uint64(0)
+SMEM_DEFAULT = 48 * 1024
+
+
+@functools.lru_cache(maxsize=None)
+def device_attribute(name, device_id):
+    return cupy.cuda.Device(device_id).attributes[name]
+
+
+def _attr(name):
+    return device_attribute(name, cupy.cuda.Device().id)
+
+
+def _i32(v):
+    return numpy.int32(v)
+
+
+def _i64(v):
+    return numpy.int64(v)
+
+
+def layout(a, nbatch):
+    """(array, per-sequence stride in elements) addressing ``a`` (batch dims, then a
+    C-contiguous tail) as base + s * stride + offset in tail: the batch dimensions
+    flattened into one stride (0 when broadcast).  A copy only when the batch
+    strides do not collapse or the tail is not contiguous."""
+    if a is None:
+        return None, 0
+    item = a.itemsize
+    expected = item
+    for size, stride in zip(reversed(a.shape[nbatch:]), reversed(a.strides[nbatch:])):
+        if size != 1 and stride != expected:
+            return _contiguous(a, nbatch)
+        expected *= size
+    stride = None
+    inner_extent = None
+    for size, st in zip(reversed(a.shape[:nbatch]), reversed(a.strides[:nbatch])):
+        if size == 1:
+            continue
+        if stride is None:
+            stride, inner_extent = st, size
+        elif st != stride * inner_extent or st < 0:
+            return _contiguous(a, nbatch)
+        else:
+            inner_extent *= size
+    if stride is None:
+        stride = 0
+    if stride < 0 or stride % item:
+        return _contiguous(a, nbatch)
+    return a, stride // item
+
+
+def _contiguous(a, nbatch):
+    a = cupy.ascontiguousarray(a)
+    return a, math.prod(a.shape[nbatch:])
+
+
+def _compact(a, nbatch):
+    """``layout`` with the array cut down to the memory it addresses: for a batch
+    broadcast (stride 0) the first sequence only, so that a conversion of it stays
+    small."""
+    arr, stride = layout(a, nbatch)
+    if stride == 0:
+        arr = arr[(0,) * nbatch][None]
+    elif arr.ndim != 1 + a.ndim - nbatch:
+        arr = cupy.ascontiguousarray(arr).reshape((-1,) + tuple(a.shape[nbatch:]))
+    return arr, stride
+
+
+def _safe_int32(a, high):
+    """int32 copy of an integer array with -1 where a value is outside [0, high)."""
+    bad = a >= high
+    if a.dtype.kind == "i":
+        bad |= a < 0
+    return cupy.where(bad, -1, a).astype(cupy.int32)
+
+
+def _flags(reverse=False, pre_add=False, conj=False, signed=True):
+    return ((K.F_REVERSE if reverse else 0) | (K.F_PRE_ADD if pre_add else 0)
+            | (K.F_CONJ if conj else 0) | (K.F_DETERMINISTIC if deterministic else 0)
+            | (K.F_SIGNED_INDEX if signed else 0))
+
+
+def plan(S, L, N):
+    """(chunks, chunk length) for S sequences of L steps."""
+    if force_chunk_len is not None:
+        chunk = force_chunk_len or L
+        return -(-L // chunk), chunk
+    sms = _attr("MultiProcessorCount")
+    teams_wanted = sms * TEAMS_PER_SM * 32 // K.team_size(N)
+    if S >= teams_wanted or L < 2 * MIN_CHUNK:
+        return 1, L
+    chunks = min(-(-teams_wanted // S), L // MIN_CHUNK)
+    chunk = -(-L // chunks)
+    return -(-L // chunk), chunk
+
+
+class Indexing:
+    """How the kernels read sigma_t: (index words, stride, width, signed) and, for the
+    dictionary form, the int32 dictionary (maps, stride, K)."""
+
+    def __init__(self, index, index_stride, width, signed, maps=None, maps_stride=0, k=0):
+        self.index, self.index_stride, self.width, self.signed = index, index_stride, width, signed
+        self.maps, self.maps_stride, self.k = maps, maps_stride, k
+
+    @property
+    def uses_maps(self):
+        return self.maps is not None
+
+    def args(self):
+        return (self.index, _i64(self.index_stride),
+                self.maps if self.maps is not None else NULL, _i64(self.maps_stride), _i32(self.k))
+
+
+def indexing(p, dtype_bytes, extra_smem_per_lane):
+    """The ``Indexing`` of problem ``p``.  A dictionary too large for shared memory
+    is expanded into per-step maps (int32) instead."""
+    nb = len(p.batch_shape)
+    if p.maps is None:
+        index, stride = layout(p.index, nb)
+        return Indexing(index, stride, index.itemsize, index.dtype.kind == "i")
+    selectors, sel_stride = _compact(p.index, nb)
+    # int32 selectors are read as they are (the kernels check their range)
+    selectors = selectors if selectors.dtype == cupy.int32 else _safe_int32(selectors, p.K)
+    maps, maps_stride = _compact(p.maps, nb)
+    maps = _safe_int32(maps, p.N)
+    limit = _attr("MaxSharedMemoryPerBlockOptin")
+    if p.K * p.N * 4 + extra_smem_per_lane * p.N <= limit:
+        return Indexing(selectors, sel_stride, 4, True, maps, maps_stride, p.K)
+    # expand: sigma[s, t] = maps[s, selector[s, t]] (-1 for a bad selector)
+    S = p.S
+    sel = cupy.broadcast_to(selectors, (S,) + selectors.shape[1:]) if sel_stride == 0 else selectors
+    dic = cupy.broadcast_to(maps, (S,) + maps.shape[1:]) if maps_stride == 0 else maps
+    safe = cupy.where(sel < 0, 0, sel)
+    expanded = cupy.take_along_axis(dic, safe[:, :, None].astype(cupy.int64), axis=1)
+    expanded = cupy.where(sel[:, :, None] < 0, -1, expanded).astype(cupy.int32)
+    return Indexing(expanded, p.L * p.N, 4, True)
+
+
+def _launch(name, units, threads, smem, args):
+    kern = K.kernel(name)
+    if smem > SMEM_DEFAULT and kern.max_dynamic_shared_size_bytes < smem:
+        kern.max_dynamic_shared_size_bytes = smem
+    kern((units,), (threads,), args, shared_mem=smem)
+
+
+def scan_smem(N, itemsize, kind, track, k):
+    extra = (2 * N * itemsize + 2 * N * 4) if (track and kind == "gather") else 0
+    return 2 * N * itemsize + extra + 4 * k * N
+
+
+def run_scan(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags):
+    """x = scan of (ix, d, b) from x0 into ``out`` (S, L, N) C-contiguous."""
+    e, threads = K.lanes_per_thread(N), K.team_size(N)
+    itemsize = d.itemsize
+    chunks, chunk = plan(S, L, N)
+    common = (_i32(L), _i32(N), _i32(chunk))
+    if chunks > 1:
+        agg_index = cupy.empty((S, chunks - 1, N), cupy.int32)
+        agg_d = cupy.empty((S, chunks - 1, N), d.dtype)
+        agg_b = cupy.empty((S, chunks - 1, N), d.dtype)
+        _launch(K.scan_name(value, ix.width, kind, ix.uses_maps, e, True), S * (chunks - 1), threads,
+                scan_smem(N, itemsize, kind, True, ix.k),
+                ix.args() + (d, _i64(d_stride), b, _i64(b_stride), NULL, _i64(0), NULL, NULL, _i64(0),
+                             agg_index, agg_d, agg_b) + common + (_i32(chunks - 1), _i32(chunks), _i32(flags)))
+        chain = cupy.empty((S, chunks - 1, N), d.dtype)
+        step = (chunks - 1) * N
+        keep = flags & K.F_DETERMINISTIC
+        run_scan(value, kind, Indexing(agg_index, step, 4, True), agg_d, step, agg_b, step,
+                 x0, x0_stride, chain, S, chunks - 1, N, keep | K.F_SIGNED_INDEX)
+    else:
+        chain = None
+    _launch(K.scan_name(value, ix.width, kind, ix.uses_maps, e, False), S * chunks, threads,
+            scan_smem(N, itemsize, kind, False, ix.k),
+            ix.args() + (d, _i64(d_stride), b, _i64(b_stride),
+                         x0 if x0 is not None else NULL, _i64(x0_stride),
+                         chain if chain is not None else NULL, out, _i64(L * N), NULL, NULL, NULL)
+            + common + (_i32(chunks), _i32(chunks), _i32(flags)))
+
+
+def run_vjp(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x0_stride,
+            grad_d, grad_b, grad_x0, S, L, N, reverse, conj):
+    """The fused VJP into grad_d, grad_b (S, L, N) and grad_x0 (S, N) or None."""
+    e, threads = K.lanes_per_thread(N), K.team_size(N)
+    itemsize = d.itemsize
+    chunks, chunk = plan(S, L, N)
+    signed = K.F_SIGNED_INDEX if ix.signed else 0
+    adjoint_kind = "gather" if mode == "scatter" else "scatter"
+    if chunks > 1:
+        # summaries of the carry recurrence h -> A^T (h + grad_x), walking the
+        # forward's time order backwards, then their scan into each chunk's carry
+        agg_index = cupy.empty((S, chunks - 1, N), cupy.int32)
+        agg_d = cupy.empty((S, chunks - 1, N), d.dtype)
+        agg_b = cupy.empty((S, chunks - 1, N), d.dtype)
+        flags = _flags(reverse=not reverse, pre_add=True, conj=conj) & ~K.F_SIGNED_INDEX | signed
+        _launch(K.scan_name(value, ix.width, adjoint_kind, ix.uses_maps, e, True), S * (chunks - 1),
+                threads, scan_smem(N, itemsize, adjoint_kind, True, ix.k),
+                ix.args() + (d, _i64(d_stride), gx, _i64(gx_stride), NULL, _i64(0), NULL, NULL, _i64(0),
+                             agg_index, agg_d, agg_b)
+                + (_i32(L), _i32(N), _i32(chunk), _i32(chunks - 1), _i32(chunks), _i32(flags)))
+        chain = cupy.empty((S, chunks - 1, N), d.dtype)
+        step = (chunks - 1) * N
+        run_scan(value, adjoint_kind, Indexing(agg_index, step, 4, True), agg_d, step, agg_b, step,
+                 None, 0, chain, S, chunks - 1, N, _flags())
+    else:
+        chain = None
+    flags = _flags(reverse=reverse, conj=conj) & ~K.F_SIGNED_INDEX | signed
+    _launch(K.vjp_name(value, ix.width, mode, ix.uses_maps, e), S * chunks, threads,
+            4 * N * itemsize + 4 * ix.k * N,
+            ix.args() + (d, _i64(d_stride), x, _i64(x_stride), gx, _i64(gx_stride),
+                         x0 if x0 is not None else NULL, _i64(x0_stride),
+                         chain if chain is not None else NULL,
+                         grad_d, _i64(L * N), grad_b, _i64(L * N),
+                         grad_x0 if grad_x0 is not None else NULL, _i64(N),
+                         _i32(L), _i32(N), _i32(chunk), _i32(chunks), _i32(flags)))

@@ -1,0 +1,245 @@
+"""The CUDA backend against the NumPy reference, on a GPU (skipped without one).
+
+Every comparison draws fresh random inputs (with scatter collisions), poisons the
+outputs with NaN first, and checks that the inputs are left as they were.  Both
+schedules run: the pass per sequence, and the chunked scan (forced, with chunk
+lengths that divide nothing).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oracles import random_maps, random_unit_values, random_values
+
+import pdscan
+from pdscan._problem import prepare
+from pdscan.backends import numpy_ref
+
+cupy = pytest.importorskip("cupy")
+try:
+    HAVE_GPU = cupy.cuda.runtime.getDeviceCount() > 0
+except Exception:  # noqa: BLE001 - no driver
+    HAVE_GPU = False
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not HAVE_GPU, reason="no CUDA GPU")]
+
+from pdscan.backends.cupy_cuda import _launch  # noqa: E402
+
+MODES = ["scatter", "gather"]
+TOLERANCE = {np.complex64: 1e-5, np.float32: 1e-5, np.complex128: 1e-12, np.float64: 1e-12}
+
+
+@pytest.fixture(params=[None, 7], ids=["auto", "chunks7"])
+def schedule(request, monkeypatch):
+    monkeypatch.setattr(_launch, "force_chunk_len", request.param)
+    return request.param
+
+
+def inputs(rng, batch, L, N, dtype=np.complex64, index_dtype=np.int32, K=None, x0=True):
+    real = np.float32 if np.dtype(dtype) in (np.complex64, np.float32) else np.float64
+    out = dict(
+        index=random_maps(rng, batch + ((L,) if K else (L, N)), K or N, index_dtype),
+        d=random_unit_values(rng, batch + (L, N), dtype),
+        b=random_values(rng, batch + (L, N), dtype),
+        x0=random_values(rng, batch + (N,), dtype) if x0 else None,
+        maps=random_maps(rng, batch + (K, N), N, index_dtype) if K else None,
+    )
+    del real
+    return out
+
+
+def rel_err(got, want):
+    got, want = np.asarray(got), np.asarray(want)
+    assert not np.isnan(got).any(), "NaN in the output: an element was not written"
+    return np.linalg.norm((got - want).ravel()) / max(np.linalg.norm(want.ravel()), 1e-30)
+
+
+def on_gpu(host):
+    return {k: (None if v is None else cupy.asarray(v)) for k, v in host.items()}
+
+
+def forward_both(host, out_poison=True, **kw):
+    dev = on_gpu(host)
+    p = prepare(dev["index"], dev["d"], dev["b"], dev["x0"], maps=dev["maps"], **kw)
+    out = cupy.full(p.batch_shape + (p.L, p.N), np.nan, p.dtype) if out_poison else None
+    got = pdscan.backends.get("cuda").forward(p, out=out)
+    ref_p = prepare(host["index"], host["d"], host["b"], host["x0"], maps=host["maps"], **kw)
+    want = numpy_ref.BACKEND.forward(ref_p)
+    for k, v in host.items():  # inputs untouched
+        if v is not None:
+            np.testing.assert_array_equal(cupy.asnumpy(dev[k]), v)
+    return cupy.asnumpy(got), want
+
+
+def vjp_both(host, conjugate, **kw):
+    rng = np.random.default_rng(7)
+    ref_p = prepare(host["index"], host["d"], host["b"], host["x0"], maps=host["maps"], **kw)
+    x = numpy_ref.BACKEND.forward(ref_p)
+    grad_x = random_values(rng, x.shape, x.dtype)
+    want = numpy_ref.BACKEND.vjp(ref_p, x, grad_x, conjugate=conjugate)
+    dev = on_gpu(host)
+    p = prepare(dev["index"], dev["d"], dev["b"], dev["x0"], maps=dev["maps"], **kw)
+    outs = tuple(None if w is None else cupy.full(w.shape, np.nan, w.dtype) for w in want)
+    got = pdscan.backends.get("cuda").vjp(p, cupy.asarray(x), cupy.asarray(grad_x), conjugate=conjugate,
+                                          out=outs)
+    return [None if g is None else cupy.asnumpy(g) for g in got], want
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("K", [None, 3])
+@pytest.mark.parametrize("x0", [True, False])
+def test_forward_matches_reference(schedule, mode, reverse, K, x0):
+    rng = np.random.default_rng()
+    host = inputs(rng, (3, 2), 61, 37, np.complex128, K=K, x0=x0)
+    got, want = forward_both(host, mode=mode, reverse=reverse)
+    assert rel_err(got, want) <= 1e-12
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("K", [None, 4])
+@pytest.mark.parametrize("conjugate", [False, True])
+def test_vjp_matches_reference(schedule, mode, reverse, K, conjugate):
+    rng = np.random.default_rng()
+    host = inputs(rng, (5,), 45, 70, np.complex128, K=K)
+    got, want = vjp_both(host, conjugate, mode=mode, reverse=reverse)
+    for g, w in zip(got, want):
+        assert rel_err(g, w) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128, np.float32, np.float64])
+@pytest.mark.parametrize("index_dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32,
+                                         np.int64, np.uint64])
+def test_dtypes(dtype, index_dtype):
+    rng = np.random.default_rng()
+    host = inputs(rng, (4,), 33, 20, dtype, index_dtype)
+    for mode in MODES:
+        got, want = forward_both(host, mode=mode)
+        assert rel_err(got, want) <= TOLERANCE[dtype]
+        gots, wants = vjp_both(host, True, mode=mode)
+        for g, w in zip(gots, wants):
+            assert rel_err(g, w) <= TOLERANCE[dtype] * 10
+
+
+@pytest.mark.parametrize("L, N", [(1, 5), (9, 1), (1, 1), (130, 1024), (40, 700), (17, 33), (300, 64)])
+def test_sizes(schedule, L, N):
+    rng = np.random.default_rng()
+    host = inputs(rng, (2,), L, N, np.complex64)
+    for mode in MODES:
+        got, want = forward_both(host, mode=mode)
+        assert rel_err(got, want) <= 1e-5
+        gots, wants = vjp_both(host, False, mode=mode)
+        for g, w in zip(gots, wants):
+            assert rel_err(g, w) <= 1e-4
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_broadcast_batch(schedule, mode):
+    """d shared by every sequence, maps per head, x0 per batch row: zero-copy strides."""
+    rng = np.random.default_rng()
+    L, N = 50, 24
+    host = dict(index=random_maps(rng, (3, 1, L), 5, np.int64),
+                d=random_unit_values(rng, (L, N), np.complex128),
+                b=random_values(rng, (2, 3, L, N), np.complex128),
+                x0=random_values(rng, (2, 1, N), np.complex128),
+                maps=random_maps(rng, (3, 5, N), N, np.int16))
+    got, want = forward_both(host, mode=mode)
+    assert rel_err(got, want) <= 1e-12
+    gots, wants = vjp_both(host, True, mode=mode)
+    for g, w in zip(gots, wants):
+        assert rel_err(g, w) <= 1e-12
+
+
+def test_last_sequence_ends_at_the_end_of_its_allocation(schedule):
+    """Inputs sliced so that the data ends exactly at the allocation's end (a read
+    past the end would fault under compute-sanitizer and in the tests there)."""
+    rng = np.random.default_rng()
+    host = inputs(rng, (3,), 29, 48, np.complex64)
+    with cupy.cuda.using_allocator(None):  # plain cudaMalloc: allocations of the exact size
+        dev = on_gpu(host)
+        p = prepare(dev["index"], dev["d"], dev["b"], dev["x0"])
+        got = cupy.asnumpy(pdscan.backends.get("cuda").forward(p))
+    want = numpy_ref.BACKEND.forward(prepare(host["index"], host["d"], host["b"], host["x0"]))
+    assert rel_err(got, want) <= 1e-5
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("K", [None, 3])
+def test_out_of_range_index_without_check_is_nan(schedule, mode, K):
+    rng = np.random.default_rng()
+    host = inputs(rng, (2,), 40, 16, np.complex64, np.int64, K=K)
+    bad_step = 23
+    if K:
+        host["index"][1, bad_step] = 7
+    else:
+        host["index"][1, bad_step, 3] = -5
+    dev = on_gpu(host)
+    x = pdscan.scan(dev["index"], dev["d"], dev["b"], dev["x0"], maps=dev["maps"], mode=mode,
+                    backend="cuda", check_index=False)
+    x = cupy.asnumpy(x)
+    assert np.isnan(x[1, bad_step]).any()
+    assert not np.isnan(x[1, :bad_step]).any() and not np.isnan(x[0]).any()
+    grads = pdscan.scan_vjp(dev["index"], dev["d"], dev["b"], dev["x0"], cupy.asarray(np.nan_to_num(x)),
+                            cupy.ones(x.shape, x.dtype), maps=dev["maps"], mode=mode, backend="cuda",
+                            check_index=False)
+    assert np.isnan(cupy.asnumpy(grads[0])[1]).any()
+    cupy.cuda.get_current_stream().synchronize()  # a fault would surface here
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bitwise_repeatable(schedule, mode, monkeypatch):
+    """Gather is deterministic as it is; scatter with the deterministic option."""
+    monkeypatch.setattr(_launch, "deterministic", True)
+    rng = np.random.default_rng()
+    host = inputs(rng, (8,), 200, 128, np.complex64)
+    host["index"] = random_maps(rng, (8, 200, 128), 4, np.int32)  # heavy collisions
+    runs = [forward_both(host, mode=mode)[0] for _ in range(3)]
+    assert rel_err(runs[0], forward_both(host, mode=mode)[1]) <= 1e-5
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.view(np.uint8), runs[0].view(np.uint8))
+    grads = [vjp_both(host, True, mode=mode)[0] for _ in range(3)]
+    for g in grads[1:]:
+        for a, b in zip(g, grads[0]):
+            if a is not None:
+                np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def test_runs_on_the_current_stream():
+    rng = np.random.default_rng()
+    host = inputs(rng, (4,), 100, 32, np.complex64)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        dev = on_gpu(host)
+        x = pdscan.scan(dev["index"], dev["d"], dev["b"], dev["x0"], backend="cuda", check_index=False)
+    stream.synchronize()
+    want = numpy_ref.BACKEND.forward(prepare(host["index"], host["d"], host["b"], host["x0"]))
+    assert rel_err(cupy.asnumpy(x), want) <= 1e-5
+
+
+def test_more_than_2_to_the_31_elements():
+    """64-bit offsets: 2^31 + 4096 output elements from broadcast inputs (every
+    sequence the same), float32; the last sequence must equal the first."""
+    free, _ = cupy.cuda.runtime.memGetInfo()
+    S, L, N = 2**19 + 1, 64, 64
+    if free < 3 * 4 * S * L * N:
+        pytest.skip("not enough GPU memory")
+    rng = np.random.default_rng()
+    host = inputs(rng, (1,), L, N, np.float32)
+    dev = on_gpu(host)
+    big = {k: cupy.broadcast_to(v, (S,) + v.shape[1:]) for k, v in dev.items() if v is not None}
+    x = pdscan.scan(big["index"], big["d"], big["b"], big["x0"], backend="cuda", check_index=False)
+    want = numpy_ref.BACKEND.forward(prepare(host["index"], host["d"], host["b"], host["x0"]))[0]
+    assert rel_err(cupy.asnumpy(x[-1]), want) <= 1e-5
+    assert rel_err(cupy.asnumpy(x[2**18]), want) <= 1e-5
+    del x
+    gx = cupy.broadcast_to(cupy.ones((1, L, N), cupy.float32), (S, L, N))
+    xs = cupy.broadcast_to(cupy.asarray(numpy_ref.BACKEND.forward(
+        prepare(host["index"], host["d"], host["b"], host["x0"]))), (S, L, N))
+    gd, gb, g0 = pdscan.backends.get("cuda").vjp(
+        prepare(big["index"], big["d"], big["b"], big["x0"], check_index=False), xs, gx, conjugate=False)
+    ref = numpy_ref.BACKEND.vjp(prepare(host["index"], host["d"], host["b"], host["x0"]),
+                                cupy.asnumpy(xs[:1]), np.ones((1, L, N), np.float32), conjugate=False)
+    assert rel_err(cupy.asnumpy(gd[-1]), ref[0][0]) <= 1e-5
+    assert rel_err(cupy.asnumpy(g0[-1]), ref[2][0]) <= 1e-5
