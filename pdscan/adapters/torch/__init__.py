@@ -3,14 +3,18 @@
 ``pdscan.scan`` on torch tensors selects this module's ``BACKEND``: the core's
 ``prepare`` (torch operations, so autograd sums over broadcast dimensions and takes
 real parts through them) hands it a checked problem, and ``BACKEND.forward`` calls
-the custom op ``pdscan::scan_forward``, whose autograd formula runs ``pdscan::scan_backward``
-(``_ops``).  The ops run the Numba kernels on CPU tensors and the CUDA kernels on
-CUDA tensors, on torch's current stream, without copies (``_kernels``).
+the custom op ``pdscan::scan_forward``, whose autograd formula runs
+``pdscan::scan_backward`` (``_ops``).  The ops run the Numba kernels on CPU tensors
+and the CUDA kernels on CUDA tensors, on torch's current stream, without copies
+(``_kernels``).
 
-``pdscan.torch.scan`` is ``pdscan.scan`` for torch tensors, and also works inside
-``torch.compile(fullgraph=True)`` and CUDA graph capture: there index values
-cannot be read, so they are not checked, and the kernels' bounds safety applies
-(an out-of-range index gives NaN in the states it touches).
+``pdscan.torch.scan`` is ``pdscan.scan`` for torch tensors.  Where there are no
+index values to check (``check_index=False``, torch.compile tracing, CUDA graph
+capture) it calls the op on the tensors as given: the op checks shapes and dtypes
+with the core's ``prepare`` itself and reduces gradients over broadcast dimensions
+in its backward, so nothing is checked twice and nothing is traced but the op.
+Unchecked index values rely on the kernels' bounds safety (an out-of-range index
+gives NaN in the states it touches).
 """
 
 from __future__ import annotations

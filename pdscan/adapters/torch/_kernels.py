@@ -9,10 +9,12 @@
   allocated during capture then belongs to the graph's private pool and is not
   handed to anyone else between replays (CuPy's own pool knows nothing of graphs).
 
-Both run a ``ScanProblem`` built by the core's ``prepare`` on the views
-(``check_index=False``: the public wrapper checked the index values on the tensors
-already, or could not because they are hidden, in which case the kernels' bounds
-safety applies).  Results are fresh tensors from ``torch.empty``.
+Both run a ``ScanProblem`` built by the core's ``prepare`` on the views, which
+checks shapes and dtypes with the core's errors but not index values
+(``check_index=False``): the public wrapper checked those on the tensors, unless
+the caller opted out or they could not be read (torch.compile, CUDA graph
+capture), and then the kernels' bounds safety applies.  Results are fresh tensors
+from ``torch.empty``.
 """
 
 from __future__ import annotations
@@ -127,12 +129,13 @@ def cpu_forward(index, d, b, x0, maps, mode, reverse):
 def cpu_vjp(index, d, x0, maps, x, grad_x, mode, reverse, conjugate):
     check_one_device(index=index, d=d, x0=x0, maps=maps, x=x, grad_x=grad_x)
     # the VJP does not read b: x (full batch shape, the problem's dtype) stands in for it
-    p = prepare(*map(_host_view, (index, d, x, x0)), maps=_host_view(maps), mode=mode, reverse=reverse,
-                check_index=False)
+    x_view = _host_view(x)
+    p = prepare(*map(_host_view, (index, d)), x_view, _host_view(x0), maps=_host_view(maps), mode=mode,
+                reverse=reverse, check_index=False)
     grads = _new_grads(p, d.device, x0 is not None)
     if p.empty:
         return tuple(g.zero_() for g in grads)
-    x_view = check_like_output(p, _host_view(x), "x")
+    x_view = check_like_output(p, x_view, "x")
     grad_x_view = check_like_output(p, _host_view(grad_x), "grad_x")
     outs = (grads[0].numpy(), grads[1].numpy(), grads[2].numpy() if x0 is not None else None)
     with _HOST_KERNEL_LOCK:
@@ -216,12 +219,13 @@ def cuda_vjp(index, d, x0, maps, x, grad_x, mode, reverse, conjugate):
     check_one_device(index=index, d=d, x0=x0, maps=maps, x=x, grad_x=grad_x)
     kernel = cuda_kernel()
     with _OnTorchStream(d.device) as on:
-        p = prepare(*map(on.view, (index, d, x, x0)), maps=on.view(maps), mode=mode, reverse=reverse,
-                    check_index=False)
+        x_view = on.view(x)  # stands in for b, as on the CPU
+        p = prepare(*map(on.view, (index, d)), x_view, on.view(x0), maps=on.view(maps), mode=mode,
+                    reverse=reverse, check_index=False)
         grads = _new_grads(p, d.device, x0 is not None)
         if p.empty:
-            return [g.zero_() for g in grads]
-        x_view = check_like_output(p, on.view(x), "x")
+            return tuple(g.zero_() for g in grads)
+        x_view = check_like_output(p, x_view, "x")
         grad_x_view = check_like_output(p, on.view(grad_x), "grad_x")
         outs = (on.view(grads[0]), on.view(grads[1]), on.view(grads[2]) if x0 is not None else None)
         _run_vjp(kernel, p, x_view, grad_x_view, conjugate, outs)
