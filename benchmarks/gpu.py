@@ -116,6 +116,11 @@ def associative_scan_variants(inp, mode="scatter"):
 #: named variant groups: name -> function(inputs) -> {row name: run}
 VARIANTS = {"pdscan": pdscan_variants, "associative_scan": associative_scan_variants}
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the adapters' benchmark modules sit beside this one
+import gpu_torch  # noqa: E402 - imports torch only when its rows run
+
+VARIANTS.update(gpu_torch.VARIANTS)
+
 
 def measure(shape, bandwidth, variants, repeats):
     S, L, N, K = shape
