@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
 import numpy as np
 
-import pdscan
 from pdscan import _problem
-from pdscan.backends import get
+from pdscan.backends import get, numba_cpu
 
 SHAPES = [(64, 2048, 64), (1, 131072, 64)]
 FORWARD_BYTES = 4 + 8 + 8 + 8
@@ -79,16 +79,18 @@ def main():
                          fwd_bwd_ratio=(fwd + bwd) / (floor_f + floor_b),
                          reference_forward_ms=ref_fwd * 1e3, reference_fwd_bwd_ms=(ref_fwd + ref_bwd) * 1e3,
                          speedup_forward=ref_fwd / fwd, speedup_fwd_bwd=(ref_fwd + ref_bwd) / (fwd + bwd),
-                         schedule="sequences" if pdscan.backends.numba_cpu.plan(S, L) is None else "chunks",
+                         schedule="/".join("seq" if numba_cpu.plan(S, L, k) is None else "chunks" for k in ("forward", "vjp")),
                          max_rel_diff=float(check)))
 
-    print(f"machine: {platform.processor() or platform.machine()}, {numba.get_num_threads()} numba threads, "
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"{numba.get_num_threads()} numba threads ({numba.threading_layer()} layer), load average {load:.1f}, "
           f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write); complex64, scatter, int32 index")
-    head = (f"{'S, L, N':<16} {'sched':<9} {'fwd ms':>7} {'floor':>6} {'ratio':>6} {'bwd ms':>7} {'floor':>6} "
+    head = (f"{'S, L, N':<16} {'fwd/bwd sched':<14} {'fwd ms':>7} {'floor':>6} {'ratio':>6} {'bwd ms':>7} {'floor':>6} "
             f"{'ratio':>6} {'f+b ms':>7} {'ratio':>6} {'ref fwd':>8} {'ref f+b':>8} {'x fwd':>6} {'x f+b':>6}")
     print(head)
     for r in rows:
-        print(f"{str(r['shape']):<16} {r['schedule']:<9} {r['forward_ms']:>7.1f} {r['forward_floor_ms']:>6.1f} "
+        print(f"{str(r['shape']):<16} {r['schedule']:<14} {r['forward_ms']:>7.1f} {r['forward_floor_ms']:>6.1f} "
               f"{r['forward_ratio']:>6.2f} {r['backward_ms']:>7.1f} {r['backward_floor_ms']:>6.1f} "
               f"{r['backward_ratio']:>6.2f} {r['fwd_bwd_ms']:>7.1f} {r['fwd_bwd_ratio']:>6.2f} "
               f"{r['reference_forward_ms']:>8.0f} {r['reference_fwd_bwd_ms']:>8.0f} {r['speedup_forward']:>6.1f} "

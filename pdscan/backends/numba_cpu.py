@@ -3,9 +3,9 @@
 The kernels are in ``numba_cpu_kernels``; this module picks a schedule and lays
 out the arrays.  Two schedules, chosen by shape (``plan``):
 
-* **sequences** (S >= threads): ``prange`` over the S independent sequences, each
+* **sequences** (otherwise): ``prange`` over the S independent sequences, each
   a sequential loop over time: one pass over the data.
-* **chunks** (fewer sequences than threads, e.g. one long sequence): time is cut
+* **chunks** (several threads per sequence, e.g. one long sequence): time is cut
   into chunks.  Phase 1, in parallel: chunk 0 runs directly from x0 while chunks
   1 .. C-2 are each reduced to their affine transform with the PD monoid.  Phase 2,
   sequential and short: the summaries carry chunk 0's final state to every chunk's
@@ -58,9 +58,15 @@ from . import numba_cpu_kernels as kernels
 #: fewest steps per sequence for the chunked schedule; below it the phases'
 #: overhead outweighs the parallelism
 MIN_CHUNKED_STEPS = 4096
-#: chunk 0's length relative to the other chunks: a summary step's cost relative to
-#: a replayed step's (measured on x86 with AVX-512; forward and VJP)
-FIRST_CHUNK_SHARE = {"forward": 0.6, "vjp": 0.6}
+#: the chunked schedule needs at least this many threads per sequence to win.  A
+#: summary step costs about rho replayed steps (measured on this project's x86
+#: machine with one thread: rho ~ 3.5 for the forward, whose replay is cheap, and
+#: ~ 1 for the VJP, whose replay writes two outputs); with P threads per sequence
+#: the chunked time is (1 + rho) / (rho + P) of one sequence's, so the forward
+#: needs P >= 4 to gain a worthwhile 40% and the VJP gains a third already at P = 2.
+MIN_THREADS_PER_SEQUENCE = {"forward": 4, "vjp": 2}
+#: chunk 0's length relative to the other chunks: rho, so that phase 1 is balanced
+FIRST_CHUNK_SHARE = {"forward": 3.5, "vjp": 1.0}
 #: tests set this to force the chunked schedule with chunks of this many steps
 FORCE_CHUNK_STEPS = None
 
@@ -72,9 +78,9 @@ def plan(S, L, kind="forward"):
         steps = max(1, int(FORCE_CHUNK_STEPS))
         return steps, steps
     threads = numba.get_num_threads()
-    if S >= threads or L < MIN_CHUNKED_STEPS:
+    per_sequence = threads // max(S, 1)  # chunks each phase runs in parallel per sequence
+    if per_sequence < MIN_THREADS_PER_SEQUENCE[kind] or L < MIN_CHUNKED_STEPS:
         return None
-    per_sequence = -(-threads // S)  # chunks each phase runs in parallel per sequence
     share = FIRST_CHUNK_SHARE[kind]
     chunk = -int(-L // (per_sequence + share))
     first = max(1, L - per_sequence * chunk)
