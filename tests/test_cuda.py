@@ -140,7 +140,7 @@ def test_broadcast_batch(schedule, mode):
     """d shared by every sequence, maps per head, x0 per batch row: zero-copy strides."""
     rng = np.random.default_rng()
     L, N = 50, 24
-    host = dict(index=random_maps(rng, (3, 1, L), 5, np.int64),
+    host = dict(index=random_maps(rng, (3, L), 5, np.int64),
                 d=random_unit_values(rng, (L, N), np.complex128),
                 b=random_values(rng, (2, 3, L, N), np.complex128),
                 x0=random_values(rng, (2, 1, N), np.complex128),
