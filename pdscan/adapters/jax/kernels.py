@@ -75,6 +75,10 @@ def _run_forward(kernel, p, out):
 
 
 def _run_vjp(kernel, p, x, grad_x, conjugate, outs):
+    # under vmap ("expand_dims") an unbatched x or grad_x keeps a size-1 axis where the
+    # problem has the batch: the backends take them at the problem's full shape
+    full = p.batch_shape + (p.L, p.N)
+    x, grad_x = p.xp.broadcast_to(x, full), p.xp.broadcast_to(grad_x, full)
     grads = (outs + (None,))[:3]  # (grad_d, grad_b, grad_x0 or None)
     if getattr(kernel, "writes_out", False):
         kernel.vjp(p, x, grad_x, conjugate=conjugate, out=grads)
