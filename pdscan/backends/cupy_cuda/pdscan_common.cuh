@@ -104,35 +104,20 @@ __device__ __forceinline__ void team_sync() {
   }
 }
 
-// acc[target[e]] += value[e] for the E lanes of every thread of the team, then a
-// barrier.  An invalid target (-1) adds NaN to the thread's own lane so that the
-// step's state shows it.  Fast path: shared-memory float atomics (the order of
-// colliding additions varies).  Deterministic path: within a warp the lanes that
-// share a target are summed in lane order (match_any + shuffles) and added by
-// the group's first lane; warps and the E rounds take turns in a fixed order.
+// The deterministic scatter: within a warp the lanes that share a target are
+// summed in lane order (match_any + shuffles) and added by the group's first
+// lane; the E rounds and the warps take turns in a fixed order.  Kept out of line:
+// inlined into every step of the unrolled loops it would multiply the code (and
+// the compile time) of every scatter kernel for an option most calls don't use.
 template <typename T, int E>
-__device__ __forceinline__ void scatter_add_sync(T* acc, const int (&target)[E], const T (&value)[E],
-                                                 int n, bool deterministic) {
+__device__ __noinline__ void scatter_add_ordered(T* acc, const int* target, const T* value, int n) {
   const int nthreads = blockDim.x;
   const int tid = threadIdx.x;
-  if (!deterministic) {
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      const int lane = e * nthreads + tid;
-      if (lane < n) {
-        const int t = target[e];
-        atomic_add(acc + (t >= 0 ? t : lane), t >= 0 ? value[e] : nan_of(T()));
-      }
-    }
-    team_sync();
-    return;
-  }
   const int warp = tid >> 5;
   const int lane_id = tid & 31;
   const int warps = nthreads >> 5;
   for (int turn = 0; turn < warps; ++turn) {
     if (warp == turn) {
-#pragma unroll
       for (int e = 0; e < E; ++e) {
         const int lane = e * nthreads + tid;
         const bool active = lane < n;
@@ -158,6 +143,30 @@ __device__ __forceinline__ void scatter_add_sync(T* acc, const int (&target)[E],
     if (warps > 1) __syncthreads();
   }
   if (warps == 1) __syncwarp();
+}
+
+// acc[target[e]] += value[e] for the E lanes of every thread of the team, then a
+// barrier.  An invalid target (-1) adds NaN to the thread's own lane so that the
+// step's state shows it.  Fast path: shared-memory float atomics (the order of
+// colliding additions varies); ``deterministic``: scatter_add_ordered.
+template <typename T, int E>
+__device__ __forceinline__ void scatter_add_sync(T* acc, const int (&target)[E], const T (&value)[E],
+                                                 int n, bool deterministic) {
+  if (deterministic) {
+    scatter_add_ordered<T, E>(acc, target, value, n);
+    return;
+  }
+  const int nthreads = blockDim.x;
+  const int tid = threadIdx.x;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int lane = e * nthreads + tid;
+    if (lane < n) {
+      const int t = target[e];
+      atomic_add(acc + (t >= 0 ? t : lane), t >= 0 ? value[e] : nan_of(T()));
+    }
+  }
+  team_sync();
 }
 
 }  // namespace pd
