@@ -29,8 +29,9 @@ def main(argv=None) -> int:
 
     only = args.backends.split(",") if args.backends else None
     print(f"available backends: {', '.join(backends.available())}", flush=True)
-    rows = validation.run(size=args.size, dtypes=tuple(args.dtypes.split(",")), only=only, seed=args.seed)
-    print(validation.format_table(rows, args.size))
+    print(validation.format_header(args.size), flush=True)
+    rows = validation.run(size=args.size, dtypes=tuple(args.dtypes.split(",")), only=only, seed=args.seed,
+                          on_row=lambda row: print(validation.format_row(row), flush=True))
     failed = [r for r in rows if not r.ok]
     if not rows:
         print("no backend was validated")

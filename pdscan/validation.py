@@ -108,9 +108,11 @@ def _validate_one(name, label, to_native, to_numpy, dtype, size, seed):
     return worst, seconds
 
 
-def run(size=(8, 257, 16, 4), dtypes=("float32", "float64", "complex64", "complex128"), only=None, seed=0):
-    """Validate every available backend; returns the table's rows."""
-    rows = []
+def run(size=(8, 257, 16, 4), dtypes=("float32", "float64", "complex64", "complex128"), only=None, seed=0,
+        on_row=None):
+    """Validate every available backend; returns the table's rows (each also handed
+    to ``on_row`` as soon as it is measured)."""
+    rows = _Rows(on_row)
     for name in backends.available():
         if only and name not in only:
             continue
@@ -133,15 +135,31 @@ def run(size=(8, 257, 16, 4), dtypes=("float32", "float64", "complex64", "comple
     return rows
 
 
-def format_table(rows, size) -> str:
+class _Rows(list):
+    def __init__(self, on_row):
+        super().__init__()
+        self._on_row = on_row
+
+    def append(self, row):
+        super().append(row)
+        if self._on_row is not None:
+            self._on_row(row)
+
+
+def format_header(size) -> str:
     S, L, N, K = size
-    lines = [
+    return "\n".join([
         f"pdscan validate: S={S} sequences, L={L} steps, N={N} states, K={K} maps; "
         "modes scatter/gather x forward/reverse x index/maps, forward + VJP (both conventions)",
         f"{'backend':<11} {'device':<8} {'dtype':<11} {'max rel err':>12} {'tolerance':>10} {'time (s)':>9}  result",
-    ]
-    for r in rows:
-        tol = TOLERANCE.get(r.dtype, float("nan"))
-        status = "ok" if r.ok else "FAIL" + (f" ({r.note})" if r.note else "")
-        lines.append(f"{r.backend:<11} {r.device:<8} {r.dtype:<11} {r.error:>12.2e} {tol:>10.0e} {r.seconds:>9.3f}  {status}")
-    return "\n".join(lines)
+    ])
+
+
+def format_row(r) -> str:
+    tol = TOLERANCE.get(r.dtype, float("nan"))
+    status = "ok" if r.ok else "FAIL" + (f" ({r.note})" if r.note else "")
+    return f"{r.backend:<11} {r.device:<8} {r.dtype:<11} {r.error:>12.2e} {tol:>10.0e} {r.seconds:>9.3f}  {status}"
+
+
+def format_table(rows, size) -> str:
+    return "\n".join([format_header(size)] + [format_row(r) for r in rows])
