@@ -20,12 +20,12 @@ vmap the callbacks see the batch as one more leading dimension (``vmap_method=
 from __future__ import annotations
 
 import math
-import threading
 
 import jax
 import numpy as np
 
 from ... import backends
+from .._host import HOST_KERNEL_LOCK as _HOST_KERNEL_LOCK, host_kernel  # noqa: F401 - used here and by siblings
 from . import xla
 from ._differentiable import JaxBackend, problem_of_arrays
 
@@ -34,20 +34,7 @@ try:
 except ImportError:  # older JAX: every platform takes the pure-XLA path
     buffer_callback = None
 
-# XLA's CPU runtime may run independent callbacks concurrently; Numba's parallel
-# kernels (workqueue threading layer) must not be entered twice at once
-_HOST_KERNEL_LOCK = threading.Lock()
 _kernels = {}
-
-
-def host_kernel():
-    """The CPU backend the callbacks run: Numba, or the NumPy reference without it."""
-    if "host" not in _kernels:
-        try:
-            _kernels["host"] = backends.get("numba")
-        except ValueError:
-            _kernels["host"] = backends.get("numpy")
-    return _kernels["host"]
 
 
 def cuda_kernel():

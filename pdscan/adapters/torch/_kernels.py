@@ -19,13 +19,13 @@ from ``torch.empty``.
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import torch
 
 from ... import backends
 from ..._problem import check_like_output, prepare
+from .._host import HOST_KERNEL_LOCK as _HOST_KERNEL_LOCK, host_kernel  # noqa: F401 - used here and by siblings
 
 NUMPY_DTYPE = {
     torch.float32: np.float32, torch.float64: np.float64,
@@ -35,21 +35,7 @@ NUMPY_DTYPE = {
 }
 TORCH_DTYPE = {np.dtype(v): k for k, v in NUMPY_DTYPE.items()}
 
-# Numba's parallel kernels must not be entered from two threads at once (its
-# workqueue threading layer is not reentrant); torch may run ops from several
-# threads (autograd's device threads, DataLoader workers, user threads)
-_HOST_KERNEL_LOCK = threading.Lock()
 _kernels = {}
-
-
-def host_kernel():
-    """The CPU backend: Numba, or the NumPy reference where Numba cannot load."""
-    if "host" not in _kernels:
-        try:
-            _kernels["host"] = backends.get("numba")
-        except ValueError:
-            _kernels["host"] = backends.get("numpy")
-    return _kernels["host"]
 
 
 def cuda_kernel():
