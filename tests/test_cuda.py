@@ -1,9 +1,10 @@
 """The CUDA backend against the NumPy reference, on a GPU (skipped without one).
 
 Every comparison draws fresh random inputs (with scatter collisions), poisons the
-outputs with NaN first, and checks that the inputs are left as they were.  Both
-schedules run: the pass per sequence, and the chunked scan (forced, with chunk
-lengths that divide nothing).
+outputs with NaN first, and checks that the inputs are left as they were.  Every
+schedule runs (``SCHEDULES``): the single-pass look-back scan (by shape, and with
+tiles of 7 steps), the three-launch chunked scan and the pass per sequence, with
+lengths that divide no tile or chunk.
 """
 
 from __future__ import annotations
@@ -30,9 +31,22 @@ MODES = ["scatter", "gather"]
 TOLERANCE = {np.complex64: 1e-5, np.float32: 1e-5, np.complex128: 1e-12, np.float64: 1e-12}
 
 
-@pytest.fixture(params=[None, 7], ids=["auto", "chunks7"])
+#: (forced chunk or tile length, look-back scan) of each schedule the tests run
+SCHEDULES = {
+    "auto": (None, None, None),              # chosen by shape: single pass for N <= 128
+    "lookback7": (7, True, "lookback"),      # look-back tiles of 7 steps: long look-back chains
+    "stream7": (7, True, "stream"),          # a team per sequence, tiles of 7 steps staged ahead
+    "chunks7": (7, False, None),             # three launches: chunk summaries, their scan, a replay
+    "sequences": (0, False, None),           # one team walks a whole sequence
+}
+
+
+@pytest.fixture(params=list(SCHEDULES))
 def schedule(request, monkeypatch):
-    monkeypatch.setattr(_launch, "force_chunk_len", request.param)
+    chunk, lookback, single_pass = SCHEDULES[request.param]
+    monkeypatch.setattr(_launch, "force_chunk_len", chunk)
+    monkeypatch.setattr(_launch, "use_lookback", lookback)
+    monkeypatch.setattr(_launch, "single_pass", single_pass)
     return request.param
 
 
@@ -243,3 +257,54 @@ def test_more_than_2_to_the_31_elements():
                                 cupy.asnumpy(xs[:1]), np.ones((1, L, N), np.float32), conjugate=False)
     assert rel_err(cupy.asnumpy(gd[-1]), ref[0][0]) <= 1e-5
     assert rel_err(cupy.asnumpy(g0[-1]), ref[2][0]) <= 1e-5
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("tile", [1, 8, 33, None])
+def test_lookback_long_chains_under_contention(mode, tile, monkeypatch):
+    """Few sequences cut into hundreds of tiles each: every tile but the first looks
+    back through aggregates, many teams spin at once, and the last tile is short."""
+    monkeypatch.setattr(_launch, "force_chunk_len", tile)
+    monkeypatch.setattr(_launch, "use_lookback", True)
+    monkeypatch.setattr(_launch, "single_pass", "lookback")
+    rng = np.random.default_rng()
+    host = inputs(rng, (3,), 5003, 64, np.complex64, K=None)
+    got, want = forward_both(host, mode=mode)
+    assert rel_err(got, want) <= 1e-4
+    got, want = forward_both(host, mode=mode, reverse=True)
+    assert rel_err(got, want) <= 1e-4
+
+
+@pytest.mark.parametrize("single_pass", ["lookback", "stream"])
+def test_single_pass_takes_unaligned_and_narrow_inputs(single_pass, monkeypatch):
+    """int8 index words with odd N (no 4-byte copies), and d offset by one element
+    in its allocation (8-byte copies only)."""
+    monkeypatch.setattr(_launch, "use_lookback", True)
+    monkeypatch.setattr(_launch, "single_pass", single_pass)
+    monkeypatch.setattr(_launch, "force_chunk_len", 5)
+    rng = np.random.default_rng()
+    host = inputs(rng, (2,), 41, 7, np.complex64, np.int8)
+    dev = on_gpu(host)
+    d_big = cupy.asarray(random_unit_values(rng, (2 * 41 * 7 + 1,), np.complex64))
+    d_big[1:] = dev["d"].ravel()
+    d_off = d_big[1:].reshape(dev["d"].shape)
+    for mode in MODES:
+        p = prepare(dev["index"], d_off, dev["b"], dev["x0"], mode=mode)
+        got = cupy.asnumpy(pdscan.backends.get("cuda").forward(p))
+        want = numpy_ref.BACKEND.forward(prepare(host["index"], host["d"], host["b"], host["x0"], mode=mode))
+        assert rel_err(got, want) <= 1e-5
+
+
+@pytest.mark.parametrize("single_pass", ["lookback", "stream"])
+def test_single_pass_scatter_sums_any_number_of_sources(single_pass, monkeypatch):
+    """Rows with more sources than the step table holds (all 64 lanes onto 2 rows)
+    take the atomic path; steps mixing both kinds follow one another."""
+    monkeypatch.setattr(_launch, "use_lookback", True)
+    monkeypatch.setattr(_launch, "single_pass", single_pass)
+    monkeypatch.setattr(_launch, "force_chunk_len", 11)
+    rng = np.random.default_rng()
+    host = inputs(rng, (2,), 97, 64, np.complex128)
+    crowded = rng.random(97) < 0.5
+    host["index"][:, crowded] = random_maps(rng, (2, int(crowded.sum()), 64), 2, np.int32)
+    got, want = forward_both(host, mode="scatter")
+    assert rel_err(got, want) <= 1e-12

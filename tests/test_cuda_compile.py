@@ -23,7 +23,8 @@ pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
 
 def translation_unit(names):
     table = ",\n  ".join(f"(const void*)&{name}" for name in names)
-    return f'#include "pdscan_kernels.cu"\n\nconst void* pdscan_every_kernel[] = {{\n  {table}\n}};\n'
+    includes = "".join(f'#include "{name}"\n' for name in _kernels.SOURCES)
+    return f'{includes}\nconst void* pdscan_every_kernel[] = {{\n  {table}\n}};\n'
 
 
 def compile_for(arch, source_path, tmp_path):

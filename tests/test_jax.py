@@ -404,8 +404,9 @@ def test_gpu_kernels_run_on_xlas_stream_inside_the_program():
         return pdscan.jax.scan(index, d, jnp.sin(first), x0 * 2)
 
     text = _lowered_text(chained, j["index"], j["d"], j["b"], j["x0"], device=gpu)
-    assert text.count("xla_buffer_python_gpu_callback") == 2
-    assert "callback" not in text.replace("xla_buffer_python_gpu_callback", "")  # no host callback
+    # the GPU callback (XLA may lower both scans to calls of one function), no host callback
+    assert "xla_buffer_python_gpu_callback" in text
+    assert "callback" not in text.replace("xla_buffer_python_gpu_callback", "")
     got = jax.jit(chained)(j["index"], j["d"], j["b"], j["x0"])
     first = pdscan.scan(inputs["index"], inputs["d"], inputs["b"], inputs["x0"], backend="numpy")
     want = pdscan.scan(inputs["index"], inputs["d"], np.sin(first), inputs["x0"] * 2, backend="numpy")

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SOURCES = ("pdscan_kernels.cu", "pdscan_lookback.cu")
 VALUE_TYPES = {
     "float32": "float",
     "float64": "double",
@@ -63,6 +64,16 @@ def vjp_name(value: str, index_width: int, mode: str, maps: bool, e: int) -> str
             f"{'true' if maps else 'false'}, {e}>")
 
 
+#: E of the single-pass look-back scan (one warp a team: N <= 32 E)
+LOOKBACK_LANES = (1, 2, 4)
+
+
+def lookback_name(value: str, index_width: int, kind: str, maps: bool, e: int, stream: bool = False) -> str:
+    """The single-pass forward: tiles with look-back, or (``stream``) a team per sequence."""
+    return (f"pd::pd_scan_{'stream' if stream else 'lookback'}<{VALUE_TYPES[value]}, {index_width}, "
+            f"{KINDS[kind]}, {'true' if maps else 'false'}, {e}>")
+
+
 def all_names(*, every_e: bool = False):
     """The instantiations the launcher can ask for.  With ``every_e=False`` (what CI
     compiles): every value type x index width x mode for the scan and the VJP at
@@ -80,14 +91,17 @@ def all_names(*, every_e: bool = False):
                 names.add(scan_name(value, width, kind, maps, e, track))
                 if not track:
                     names.add(vjp_name(value, width, kind, maps, e))
+                    if e in LOOKBACK_LANES:
+                        names.add(lookback_name(value, width, kind, maps, e))
+                        names.add(lookback_name(value, width, kind, maps, e, stream=True))
     return sorted(names)
 
 
 def source() -> str:
     """The kernels' translation unit with the header inlined."""
     header = (HERE / "pdscan_common.cuh").read_text()
-    body = (HERE / "pdscan_kernels.cu").read_text()
-    return body.replace('#include "pdscan_common.cuh"', header)
+    bodies = [(HERE / name).read_text().replace('#include "pdscan_common.cuh"', "") for name in SOURCES]
+    return "\n".join([header] + bodies)
 
 
 NVRTC_OPTIONS = ("--std=c++17",) + tuple(

@@ -61,6 +61,24 @@ __device__ __forceinline__ void atomic_add(complex_t<R>* p, complex_t<R> v) {
   atomicAdd(&p->re, v.re);
   atomicAdd(&p->im, v.im);
 }
+#ifdef PD_CAS64
+// complex64 as one 64-bit compare-and-swap (a tuning variant: shared-memory float
+// atomics are compare-and-swap loops on sm_90 too, but this measured slower on the
+// H100 at the benchmark shapes with collisions; docs/benchmarks.md).
+template <>
+__device__ __forceinline__ void atomic_add(complex_t<float>* p, complex_t<float> v) {
+  unsigned long long* word = (unsigned long long*)p;
+  unsigned long long seen = *word, expected;
+  do {
+    expected = seen;
+    const float re = __uint_as_float((unsigned)expected) + v.re;
+    const float im = __uint_as_float((unsigned)(expected >> 32)) + v.im;
+    const unsigned long long sum = (unsigned long long)__float_as_uint(re) |
+                                   ((unsigned long long)__float_as_uint(im) << 32);
+    seen = atomicCAS(word, expected, sum);
+  } while (seen != expected);
+}
+#endif
 
 __device__ __forceinline__ float shfl(float v, int src) { return __shfl_sync(0xffffffffu, v, src); }
 __device__ __forceinline__ double shfl(double v, int src) { return __shfl_sync(0xffffffffu, v, src); }

@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(team_threads<E>::value) pd_scan(
         x[e] = x0[s * x0_stride + lane];
       }
     }
-    track_s[e] = lane;
+    track_s[e] = lane < N ? lane : -1;  // a lane past N has no mass to track
     track_d[e] = one_of(T());
   }
 
