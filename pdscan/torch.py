@@ -9,13 +9,15 @@ torch.compile and in CUDA graphs.
 (``torch.ops.pdscan.scan_forward`` / ``scan_backward``, see ``pdscan.adapters.torch``);
 they run the Numba kernels on CPU tensors and the CUDA kernels on CUDA tensors.
 ``scan_ste_dict`` and ``scan_ste_mixture`` are the straight-through scans
-(``pdscan.ste``) as custom ops with autograd (``pdscan.adapters.torch.ste``).
-Importing this module imports torch.
+(``pdscan.ste``) as custom ops with autograd (``pdscan.adapters.torch.ste``);
+``PDSSM`` and ``FlashPDSSM`` the layers built on them (``pdscan.adapters.torch.layers``,
+docs/layers.md).  Importing this module imports torch.
 """
 
 from __future__ import annotations
 
 from .adapters.torch import scan, scan_backward, scan_forward
+from .adapters.torch.layers import PDSSM, FlashPDSSM
 from .adapters.torch.ste import scan_ste_dict, scan_ste_mixture
 
-__all__ = ["scan", "scan_forward", "scan_backward", "scan_ste_dict", "scan_ste_mixture"]
+__all__ = ["scan", "scan_forward", "scan_backward", "scan_ste_dict", "scan_ste_mixture", "PDSSM", "FlashPDSSM"]
