@@ -68,11 +68,6 @@ __device__ __forceinline__ void stage(void* dst, const void* src, long long byte
   }
 }
 
-__device__ __forceinline__ void stage_wait() {
-  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;" ::: "memory");
-  __syncwarp();
-}
-
 // One step of the recurrence x <- A x + b for a one-warp team, A = (sig, dv) of
 // the given kind, exchanging through `buf` (N values; zero on entry and on exit
 // in scatter mode).  An invalid target (-1) makes the lanes it touches NaN.
@@ -315,6 +310,41 @@ struct scan_inputs {
   long long out_stride;
 };
 
+// The kernels' leading parameters (CuPy passes scalars and pointers, not structs)
+// and their gathering into a scan_inputs.
+#define PD_SCAN_INPUT_PARAMS                                                           \
+  const void *__restrict__ index, long long index_stride, int index_grain,             \
+      const int *__restrict__ maps, long long maps_stride, int K,                      \
+      const T *__restrict__ d, long long d_stride, int d_grain,                        \
+      const T *__restrict__ b, long long b_stride, int b_grain,                        \
+      const T *__restrict__ x0, long long x0_stride, T *__restrict__ out, long long out_stride,
+#define PD_SCAN_INPUTS(name)                                                                  \
+  const scan_inputs<T> name{index, index_stride, index_grain, maps, maps_stride, K, d, d_stride, \
+                            d_grain, b, b_stride, b_grain, x0, x0_stride, out, out_stride}
+
+// Tile c of a sequence of L steps: returns its step count and sets t_lo, the time
+// of its first row in memory (the rows are in memory order, which in reverse is
+// the opposite of the scan's).
+__device__ __forceinline__ int tile_rows(int c, int tile_len, int L, bool rev, long long& t_lo) {
+  const int p0 = c * tile_len;
+  const int count = min(L, p0 + tile_len) - p0;
+  t_lo = rev ? (long long)L - p0 - count : p0;
+  return count;
+}
+
+// Publish a tile's end state x for the teams looking back at it.
+template <typename T, int E>
+__device__ __forceinline__ void publish_end_state(const T (&x)[E], T* row, int* status, int N) {
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int lane = e * 32 + threadIdx.x;
+    if (lane < N) row[lane] = x[e];
+  }
+  __threadfence();
+  __syncwarp();
+  if (threadIdx.x == 0) store_release(status, LB_STATE);
+}
+
 // Asynchronous copies of the rows [t_lo, t_lo + count) of sequence s into `buffer`.
 template <typename T, int IW, bool MAPS>
 __device__ __forceinline__ void stage_tile(const scan_inputs<T>& in, const team_smem<T, IW, MAPS>& sm, int buffer,
@@ -395,15 +425,10 @@ __device__ __forceinline__ void start_state(T (&x)[E], const T* x0, long long at
 // entries are already -1 where out of range; the selectors are range-checked here.
 template <typename T, int IW, int KIND, bool MAPS, int E>
 __global__ void __launch_bounds__(32) pd_scan_lookback(
-    const void* __restrict__ index, long long index_stride, int index_grain,
-    const int* __restrict__ maps, long long maps_stride, int K,
-    const T* __restrict__ d, long long d_stride, int d_grain,
-    const T* __restrict__ b, long long b_stride, int b_grain,
-    const T* __restrict__ x0, long long x0_stride, T* __restrict__ out, long long out_stride,
+    PD_SCAN_INPUT_PARAMS
     int* __restrict__ status, int* __restrict__ agg_sigma, T* __restrict__ agg_d,
     T* __restrict__ agg_y, T* __restrict__ end_state, int L, int N, int tile_len, int C, int S, int flags) {
-  const scan_inputs<T> in{index, index_stride, index_grain, maps, maps_stride, K, d, d_stride, d_grain,
-                          b, b_stride, b_grain, x0, x0_stride, out, out_stride};
+  PD_SCAN_INPUTS(in);
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ int shared_word;
   const int tid = threadIdx.x;
@@ -416,9 +441,8 @@ __global__ void __launch_bounds__(32) pd_scan_lookback(
   __syncwarp();
   const int c = ticket / S;
   const long long s = ticket % S;
-  const int p0 = c * tile_len;
-  const int count = min(L, p0 + tile_len) - p0;
-  const long long t_lo = rev ? (long long)L - p0 - count : p0;  // first row's time
+  long long t_lo;
+  const int count = tile_rows(c, tile_len, L, rev, t_lo);
   int* my_status = status + s * C + c;
   const long long tile_row = (s * C + c) * (long long)N;
 
@@ -580,14 +604,7 @@ __global__ void __launch_bounds__(32) pd_scan_lookback(
 #pragma unroll
           for (int e = 0; e < E; ++e) end[e] = x[e];
           step<T, KIND, E>(end, sig_now, dv_now, bv_now, buf, N, det);
-#pragma unroll
-          for (int e = 0; e < E; ++e) {
-            const int lane = e * 32 + tid;
-            if (lane < N) end_state[tile_row + lane] = end[e];
-          }
-          __threadfence();
-          __syncwarp();
-          if (tid == 0) store_release(my_status, LB_STATE);
+          publish_end_state(end, end_state + tile_row, my_status, N);
           publish_end = false;
         } else {
           step<T, KIND, E>(x, sig_now, dv_now, bv_now, buf, N, det);
@@ -599,16 +616,7 @@ __global__ void __launch_bounds__(32) pd_scan_lookback(
 
   replay<T, IW, KIND, MAPS, E>(x, tile, sm.table, sm.exchange, parity, in.out + s * in.out_stride, t_lo, count, rev,
                                N, det);
-  if (publish_end && c + 1 < C) {
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      const int lane = e * 32 + tid;
-      if (lane < N) end_state[tile_row + lane] = x[e];
-    }
-    __threadfence();
-    __syncwarp();
-    if (tid == 0) store_release(my_status, LB_STATE);
-  }
+  if (publish_end && c + 1 < C) publish_end_state(x, end_state + tile_row, my_status, N);
 }
 
 // One team walks a whole sequence, tile by tile: the next tile is staged while the
@@ -617,27 +625,16 @@ __global__ void __launch_bounds__(32) pd_scan_lookback(
 // the GPU: no aggregates, no look-back.
 template <typename T, int IW, int KIND, bool MAPS, int E>
 __global__ void __launch_bounds__(32) pd_scan_stream(
-    const void* __restrict__ index, long long index_stride, int index_grain,
-    const int* __restrict__ maps, long long maps_stride, int K,
-    const T* __restrict__ d, long long d_stride, int d_grain,
-    const T* __restrict__ b, long long b_stride, int b_grain,
-    const T* __restrict__ x0, long long x0_stride, T* __restrict__ out, long long out_stride,
+    PD_SCAN_INPUT_PARAMS
     int L, int N, int tile_len, int flags) {
-  const scan_inputs<T> in{index, index_stride, index_grain, maps, maps_stride, K, d, d_stride, d_grain,
-                          b, b_stride, b_grain, x0, x0_stride, out, out_stride};
+  PD_SCAN_INPUTS(in);
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const bool rev = flags & F_REVERSE, det = flags & F_DETERMINISTIC;
   const long long s = blockIdx.x;
   const int C = (L + tile_len - 1) / tile_len;
   team_smem<T, IW, MAPS> sm(smem_raw, tile_len, N, in.K, 2);
-  auto rows = [&](int c, long long& t_lo) {
-    const int p0 = c * tile_len;
-    const int count = min(L, p0 + tile_len) - p0;
-    t_lo = rev ? (long long)L - p0 - count : p0;
-    return count;
-  };
   long long t_lo;
-  int count = rows(0, t_lo);
+  int count = tile_rows(0, tile_len, L, rev, t_lo);
   stage_tile(in, sm, 0, s, t_lo, count, N);
   team_setup(in, sm, s, N);
   T x[E];
@@ -646,7 +643,7 @@ __global__ void __launch_bounds__(32) pd_scan_stream(
   for (int c = 0; c < C; ++c) {
     long long next_lo = 0;
     if (c + 1 < C) {
-      const int next_count = rows(c + 1, next_lo);
+      const int next_count = tile_rows(c + 1, tile_len, L, rev, next_lo);
       stage_tile(in, sm, (c + 1) & 1, s, next_lo, next_count, N);
       asm volatile("cp.async.wait_group 1;" ::: "memory");  // all but the tile just asked for
     } else {
@@ -658,7 +655,7 @@ __global__ void __launch_bounds__(32) pd_scan_stream(
     replay<T, IW, KIND, MAPS, E>(x, tile, sm.table, sm.exchange, parity, in.out + s * in.out_stride, t_lo, count,
                                  rev, N, det);
     __syncwarp();  // every lane is done with this buffer before it is staged again
-    count = c + 1 < C ? rows(c + 1, t_lo) : 0;
+    count = c + 1 < C ? tile_rows(c + 1, tile_len, L, rev, t_lo) : 0;
   }
 }
 
