@@ -35,7 +35,7 @@ def _reference_states(form, p, u, temperature):
     x = np.zeros((Bsz, H, L, N), complex)
     for bi in range(Bsz):
         for h in range(H):
-            state = np.zeros(N, complex)
+            state = np.eye(N)[0].astype(complex)  # the layers start every head from e_0
             for t in range(L):
                 ut = u[bi, t]
                 weights = _softmax(p["mix_w"][h] @ ut + p["mix_b"][h], 0)

@@ -69,14 +69,15 @@ def param_specs(cfg):
       map is the column argmax of sum_k s_k M_k); FlashPDSSM as logits of the soft
       dictionary Q_k = softmax over rows.  Unit scale keeps the column softmax away
       from saturation, where the straight-through gradient vanishes.
-    * ``mag_b`` (H, N) = logit(U(magnitude_init)), ``mag_w`` (H, N, D) ~ N(0, 0.1/D):
+    * ``mag_b`` (H, N) = logit(U(magnitude_init)), ``mag_w`` (H, N, D) ~ N(0, 0.01/D):
       |d| starts near U(0.9, 0.999) by default, close to 1 so that the state carries
       information over long sequences (what length generalization needs), and
       depends on the input only weakly at first.
-    * ``phase_b`` (H, N) = logit(U(phase_init)), ``phase_w`` (H, N, D) ~ N(0, 0.1/D):
+    * ``phase_b`` (H, N) = logit(U(phase_init)), ``phase_w`` (H, N, D) ~ N(0, 1/D):
       the phase 2 pi sigmoid(.) starts small (2 pi U(0.001, 0.1) by default), so d
       starts near the positive real axis and the state does not oscillate with the
-      sequence length before anything is learned.
+      sequence length before anything is learned; the input moves the phase logit
+      by O(1), so that tokens differ in phase from the start.
     * ``B_re``, ``B_im`` (H, N, D) ~ N(0, 1/(2D)): b_t = B u_t of unit variance.
     * ``C_re``, ``C_im`` (D, H, N) ~ N(0, 1/(2HN)): Re(C x) = C_re Re x - C_im Im x is
       the linear readout of the real and imaginary parts concatenated.
@@ -93,7 +94,7 @@ def param_specs(cfg):
         "transitions": ((H, K, N, N), Init("normal", 1.0)),
         "mag_w": ((H, N, D), Init("normal", 0.1 / math.sqrt(D))),
         "mag_b": ((H, N), Init("logit_uniform", *cfg["magnitude_init"])),
-        "phase_w": ((H, N, D), Init("normal", 0.1 / math.sqrt(D))),
+        "phase_w": ((H, N, D), Init("normal", 1 / math.sqrt(D))),
         "phase_b": ((H, N), Init("logit_uniform", *cfg["phase_init"])),
         "B_re": ((H, N, D), Init("normal", 1 / math.sqrt(2 * D))),
         "B_im": ((H, N, D), Init("normal", 1 / math.sqrt(2 * D))),

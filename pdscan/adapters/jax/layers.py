@@ -87,10 +87,12 @@ class _PDSSMBase:
         d = mag * jnp.exp(1j * phase)
         b = jax.lax.complex(jnp.einsum("...ld,hnd->...hln", u, p["B_re"]),
                             jnp.einsum("...ld,hnd->...hln", u, p["B_im"]))
+        # every head starts from e_0: a state the hard transitions move around from the first step
+        x0 = jnp.zeros((c["heads"], c["state_size"]), d.dtype).at[:, 0].set(1)
         if self._form == "mixture":
-            return scan_ste_mixture(weights, p["transitions"], d, b, temperature=c["temperature"])
+            return scan_ste_mixture(weights, p["transitions"], d, b, x0, temperature=c["temperature"])
         Q = jax.nn.softmax(p["transitions"] / c["temperature"], axis=-2)  # columns: distributions over rows
-        return scan_ste_dict(weights, Q, d, b)
+        return scan_ste_dict(weights, Q, d, b, x0)
 
     def apply(self, params, u):
         """u (..., L, d_model) real -> (..., L, d_model)."""

@@ -84,11 +84,14 @@ class _PDSSMBase(nn.Module):
         d = torch.polar(mag, phase)
         b = torch.complex(torch.einsum("...ld,hnd->...hln", u, self.B_re),
                           torch.einsum("...ld,hnd->...hln", u, self.B_im))
+        # every head starts from e_0: a state the hard transitions move around from the first step
+        x0 = torch.zeros(c["heads"], c["state_size"], dtype=d.dtype, device=d.device)
+        x0[:, 0] = 1
         if self._form == "mixture":
-            return scan_ste_mixture(weights, self.transitions, d, b, temperature=c["temperature"])
+            return scan_ste_mixture(weights, self.transitions, d, b, x0, temperature=c["temperature"])
         # the soft dictionary: each column of Q_k a distribution over the rows
         Q = torch.softmax(self.transitions / c["temperature"], dim=-2)
-        return scan_ste_dict(weights, Q, d, b)
+        return scan_ste_dict(weights, Q, d, b, x0)
 
     def forward(self, u):
         """u (..., L, d_model) real -> (..., L, d_model)."""
