@@ -37,7 +37,8 @@ class Init:
     b: float = 0.0
 
 
-def check_config(d_model, state_size, heads, dict_size, mlp_ratio, temperature, magnitude_init, phase_init, eps):
+def check_config(d_model, state_size, heads, dict_size, mlp_ratio, temperature, magnitude_init, phase_init, eps,
+                 mode="scatter"):
     """The hyperparameters, checked, as a dict; errors name the argument."""
     for name, value in (("d_model", d_model), ("state_size", state_size), ("heads", heads),
                         ("dict_size", dict_size), ("mlp_ratio", mlp_ratio)):
@@ -52,7 +53,10 @@ def check_config(d_model, state_size, heads, dict_size, mlp_ratio, temperature, 
         # both are fractions of a sigmoid's range: magnitudes of |d|, phases of 2 pi
         if not ok or not (0 < pair[0] <= pair[1] < 1):
             raise ValueError(f"{name}: expected (low, high) with 0 < low <= high < 1, got {pair!r}")
+    if mode not in ("scatter", "gather"):
+        raise ValueError(f"mode: expected 'scatter' or 'gather', got {mode!r}")
     return dict(d_model=d_model, state_size=state_size, heads=heads, dict_size=dict_size, mlp_ratio=mlp_ratio,
+                mode=mode,
                 temperature=float(temperature), magnitude_init=tuple(float(v) for v in magnitude_init),
                 phase_init=tuple(float(v) for v in phase_init), eps=float(eps))
 
