@@ -10,6 +10,7 @@ following "Neural Networks and the Chomsky Hierarchy" (Deletang et al., 2023):
 * modular      n0 op n1 op ... with n in 0..4, op in + - *, odd length, the
                value mod 5 with * before + and -                              (5 classes)
 * a5           elements of the alternating group A5; their product            (60 classes)
+               (trained on the running product at every step, tested on the last)
 
 Every sequence starts with a BOS token (not counted in its length), which gives
 the recurrence a start state to inject.  Training samples one length in [3, 40]
@@ -19,16 +20,18 @@ per batch; testing runs at lengths 40 to 256.
     python examples/state_tracking.py --task a5 --framework jax --out results/a5_jax.json
     python examples/state_tracking.py --plot results/*.json --plot-out docs/state_tracking.png
 
-``--device`` picks cpu or cuda for torch (JAX uses its default device).
+``--device`` picks the device: cpu or cuda for torch, cpu or gpu for JAX (default:
+the framework's default device).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
-import os
 import math
+import sys
 import time
 
 import numpy as np
@@ -62,7 +65,9 @@ def _modular(tokens):
     return (S + T) % 5
 
 
-# name: (vocabulary size without BOS, classes, sampler(rng, batch, length) -> (tokens, labels))
+# name: (vocabulary size without BOS, classes, sampler(rng, batch, length) -> (tokens, labels)); labels
+# are (batch,), or (batch, length) for the tasks in PER_STEP, which train on every step's label (the
+# word problem's running product: dense supervision, as in the group-automaton experiments)
 TASKS = {
     "parity": (2, 2, lambda rng, B, L: _label(rng.integers(0, 2, (B, L)), lambda t: t.sum(1) % 2)),
     "cycle": (3, 5, lambda rng, B, L: _label(rng.integers(0, 3, (B, L)), lambda t: (t - 1).sum(1) % 5)),
@@ -71,6 +76,9 @@ TASKS = {
     "modular": (8, 5, lambda rng, B, L: _sample_modular(rng, B, L)),
     "a5": (60, 60, lambda rng, B, L: _label(rng.integers(0, 60, (B, L)), _a5_product)),
 }
+
+
+PER_STEP = {"a5"}
 
 
 def _label(tokens, fn):
@@ -85,10 +93,11 @@ def _sample_modular(rng, B, L):
 
 
 def _a5_product(tokens):
-    state = tokens[:, 0]
-    for i in range(1, tokens.shape[1]):  # g_t o ... o g_1: each new element applied last
-        state = _A5_TABLE[tokens[:, i], state]
-    return state
+    """The running products g_t o ... o g_1 (each new element applied last), (B, L)."""
+    states = [tokens[:, 0]]
+    for i in range(1, tokens.shape[1]):
+        states.append(_A5_TABLE[tokens[:, i], states[-1]])
+    return np.stack(states, 1)
 
 
 def batch(task, rng, size, length):
@@ -99,17 +108,29 @@ def batch(task, rng, size, length):
     return np.concatenate([bos, tokens], 1).astype(np.int64), np.asarray(labels, np.int64)
 
 
-DECAYED = os.environ.get("DECAYED", "B_re,B_im").split(",")
-# Model sizes per task: as small as worked here (docs/state_tracking.md).
+# Per task, as small as worked here (docs/state_tracking.md says what else was tried).  Phases
+# start near 0 where a permutation solves the task (parity, even pairs), so that no phase
+# drifts with the length, and uniform in (0, 2 pi) where rotations do (cycle: phases 2 pi k/5).
+SMALL_PHASES, ANY_PHASES = (0.0001, 0.001), (0.001, 0.999)
+# Where permutations solve the task, weight decay also on the input weights of |d| and of
+# the phase pulls D_t towards the same |d| ~ 1 and phase ~ 0 for every token: the
+# transitions must do the work, and no state decays or rotates with the length.
+PERMUTATION_DECAY = ("B_re", "B_im", "mag_w", "phase_w")
 DEFAULTS = {
-    "parity": dict(layers=1, d_model=32, state_size=8, heads=1, dict_size=4, steps=400, lr=3e-3),
-    "cycle": dict(layers=1, d_model=32, state_size=8, heads=1, dict_size=4, steps=600, lr=3e-3),
-    "even_pairs": dict(layers=1, d_model=32, state_size=8, heads=1, dict_size=4, steps=400, lr=3e-3),
-    "modular": dict(layers=2, d_model=64, state_size=32, heads=2, dict_size=8, steps=3000, lr=2e-3),
-    "a5": dict(layers=1, d_model=64, state_size=8, heads=1, dict_size=16, steps=3000, lr=2e-3),
+    "parity": dict(layers=1, d_model=32, state_size=8, heads=1, dict_size=4, steps=3000, lr=3e-3,
+                   phase_init=SMALL_PHASES, weight_decay=1.0, decayed=PERMUTATION_DECAY),
+    "cycle": dict(layers=1, d_model=32, state_size=5, heads=1, dict_size=4, steps=5000, lr=3e-3,
+                  phase_init=ANY_PHASES, weight_decay=1.0),
+    "even_pairs": dict(layers=1, d_model=32, state_size=4, heads=1, dict_size=4, steps=3000, lr=3e-3,
+                       phase_init=SMALL_PHASES, weight_decay=1.0, decayed=PERMUTATION_DECAY),
+    "modular": dict(layers=2, d_model=64, state_size=32, heads=2, dict_size=8, steps=4000, lr=3e-3,
+                    phase_init=ANY_PHASES, weight_decay=1.0),
+    "a5": dict(layers=1, d_model=64, state_size=5, heads=8, dict_size=16, steps=4000, lr=3e-3,
+               phase_init=ANY_PHASES, weight_decay=1.0),
 }
 COMMON = dict(batch=64, train_min=3, train_max=40, test_lengths=(40, 64, 128, 192, 256), test_size=512,
-              flash=False, temperature=1.0, magnitude_init=(0.99, 0.9999), phase_init=(0.001, 0.1), curriculum=0.5, weight_decay=0.0, seed=0)
+              flash=False, temperature=1.0, magnitude_init=(0.999, 0.99999), curriculum=0.5, mode="scatter",
+              decayed=("B_re", "B_im"), seed=0)
 
 
 def _train_length(rng, step, cfg):
@@ -121,11 +142,12 @@ def _train_length(rng, step, cfg):
     return int(rng.integers(cfg["train_min"], top + 1))
 
 
-def _decayed(name):
-    """Weight decay on B only: it pulls b_t = B u_t to zero wherever the input need
-    not enter the state, so the state is the start state e_0 moved by the hard
-    transitions, with no sum of inputs that grows with the length."""
-    return name.split(".")[-1] in DECAYED
+def _decayed(name, cfg):
+    """Weight decay on the layer parameters named in ``decayed`` only (B by default):
+    it pulls b_t = B u_t to zero wherever the input need not enter the state, so
+    the state is the start state e_0 moved by the hard transitions, with no sum of
+    inputs that grows with the length."""
+    return name.split(".")[-1] in cfg["decayed"]
 
 
 def _lr(step, steps, lr):
@@ -153,15 +175,16 @@ def _torch_model(cfg, vocab, classes, device):
             self.layers = torch.nn.ModuleList(
                 Layer(cfg["d_model"], state_size=cfg["state_size"], heads=cfg["heads"], dict_size=cfg["dict_size"],
                       temperature=cfg["temperature"], magnitude_init=cfg["magnitude_init"],
-                      phase_init=cfg["phase_init"])
+                      phase_init=cfg["phase_init"], mode=cfg["mode"])
                 for _ in range(cfg["layers"]))
             self.head = torch.nn.Linear(cfg["d_model"], classes)
 
-        def forward(self, tokens):
+        def forward(self, tokens, every_step=False):
             h = self.embed(tokens)
             for layer in self.layers:
                 h = layer(h)
-            return self.head(h[:, -1])  # classification from the last step
+            # the classification from the last step, or from every step after BOS
+            return self.head(h[:, 1:] if every_step else h[:, -1])
 
     return Model().to(device)
 
@@ -173,8 +196,8 @@ def train_torch(task, cfg, log=print):
     device = torch.device(cfg.get("device", "cpu"))
     vocab, classes, _ = TASKS[task]
     model = _torch_model(cfg, vocab, classes, device)
-    decayed = [p for name, p in model.named_parameters() if _decayed(name)]
-    rest = [p for name, p in model.named_parameters() if not _decayed(name)]
+    decayed = [p for name, p in model.named_parameters() if _decayed(name, cfg)]
+    rest = [p for name, p in model.named_parameters() if not _decayed(name, cfg)]
     opt = torch.optim.AdamW([dict(params=decayed, weight_decay=cfg["weight_decay"]),
                              dict(params=rest, weight_decay=0.0)], lr=cfg["lr"])
     rng = np.random.default_rng(cfg["seed"])
@@ -184,7 +207,8 @@ def train_torch(task, cfg, log=print):
         x, y = (torch.as_tensor(a, device=device) for a in batch(task, rng, cfg["batch"], length))
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg["steps"], cfg["lr"])
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        every = task in PER_STEP
+        loss = torch.nn.functional.cross_entropy(model(x, every).flatten(0, -2), y.flatten())
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -213,7 +237,7 @@ def train_jax(task, cfg, log=print):
     Layer = pj.FlashPDSSM if cfg["flash"] else pj.PDSSM
     layer = Layer(cfg["d_model"], state_size=cfg["state_size"], heads=cfg["heads"], dict_size=cfg["dict_size"],
                   temperature=cfg["temperature"], magnitude_init=tuple(cfg["magnitude_init"]),
-                  phase_init=tuple(cfg["phase_init"]))
+                  phase_init=tuple(cfg["phase_init"]), mode=cfg["mode"])
     keys = jax.random.split(jax.random.key(cfg["seed"]), cfg["layers"] + 2)
     D = cfg["d_model"]
     # embedding N(0, 1) and head U(+-1/sqrt(D)), as torch.nn.Embedding and nn.Linear start
@@ -222,19 +246,20 @@ def train_jax(task, cfg, log=print):
                   head_w=jax.random.uniform(keys[1], (classes, D), minval=-1, maxval=1) / math.sqrt(D),
                   head_b=jnp.zeros(classes))
 
-    def logits(params, tokens):
+    def logits(params, tokens, every_step=False):
         h = params["embed"][tokens]
         for p in params["layers"]:
             h = layer(p, h)
-        return h[:, -1] @ params["head_w"].T + params["head_b"]
+        # the classification from the last step, or from every step after BOS
+        return (h[:, 1:] if every_step else h[:, -1]) @ params["head_w"].T + params["head_b"]
 
     def loss_fn(params, tokens, labels):
-        lp = jax.nn.log_softmax(logits(params, tokens))
-        return -jnp.mean(jnp.take_along_axis(lp, labels[:, None], 1))
+        lp = jax.nn.log_softmax(logits(params, tokens, task in PER_STEP))
+        return -jnp.mean(jnp.take_along_axis(lp, labels[..., None], -1))
 
     # decoupled weight decay per leaf, as the torch run's AdamW parameter groups
     decay = dict({k: 0.0 for k in params if k != "layers"},
-                 layers=[{k: cfg["weight_decay"] if _decayed(k) else 0.0 for k in p} for p in params["layers"]])
+                 layers=[{k: cfg["weight_decay"] if _decayed(k, cfg) else 0.0 for k in p} for p in params["layers"]])
 
     @jax.jit
     def update(params, m, v, t, lr, tokens, labels):
@@ -278,6 +303,7 @@ def evaluate(task, predict, lengths, size, seed, chunk=128):
     accuracy = {}
     for length in lengths:
         x, y = batch(task, rng, size, length)
+        y = y[:, -1] if y.ndim == 2 else y  # per-step tasks: the label at the end
         hits = sum(int((predict(x[i:i + chunk]) == y[i:i + chunk]).sum()) for i in range(0, size, chunk))
         accuracy[int(length)] = hits / size
     return accuracy
@@ -294,48 +320,103 @@ def run(task, framework, log=print, **overrides):
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}")
     cfg.update({k: v for k, v in overrides.items() if v is not None})
-    start = time.perf_counter()
-    losses, predict = (train_torch if framework == "torch" else train_jax)(task, cfg, log)
-    train_s = time.perf_counter() - start
-    train_acc = evaluate(task, predict, [cfg["train_max"] // 2], 256, cfg["seed"])
-    test_acc = evaluate(task, predict, cfg["test_lengths"], cfg["test_size"], cfg["seed"])
+    placement = contextlib.nullcontext()
+    if framework == "jax" and cfg.get("device"):
+        import jax
+
+        placement = jax.default_device(jax.devices(cfg["device"])[0])  # "cpu", "gpu" or "cuda"
+    with placement:
+        start = time.perf_counter()
+        losses, predict = (train_torch if framework == "torch" else train_jax)(task, cfg, log)
+        train_s = time.perf_counter() - start
+        train_acc = evaluate(task, predict, [cfg["train_max"] // 2], 256, cfg["seed"])
+        test_acc = evaluate(task, predict, cfg["test_lengths"], cfg["test_size"], cfg["seed"])
     return dict(task=task, framework=framework, config=cfg, train_seconds=round(train_s, 1),
                 losses=losses, train_accuracy=train_acc, test_accuracy=test_acc,
                 test_mean=float(np.mean(list(test_acc.values()))),
                 test_min=float(min(test_acc.values())))
 
 
+def _load(paths):
+    """The results files, grouped {(task, framework): [results, by seed]} in task order."""
+    results = [json.load(open(p)) for p in paths]
+    groups = {}
+    for r in sorted(results, key=lambda r: (list(TASKS).index(r["task"]), r["framework"], r["config"]["seed"])):
+        groups.setdefault((r["task"], r["framework"]), []).append(r)
+    return groups
+
+
+def _accuracy(r):
+    return {int(k): v for k, v in r["test_accuracy"].items()}
+
+
 def plot(paths, out):
+    """Accuracy against test length, a panel per task: each seed thin, the mean thick."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = [json.load(open(p)) for p in paths]
-    tasks = list(dict.fromkeys(r["task"] for r in results))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3), sharey=True, squeeze=False)
+    groups = _load(paths)
+    tasks = list(dict.fromkeys(task for task, _ in groups))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.2), sharey=True, squeeze=False)
+    colors = {"torch": "tab:red", "jax": "tab:blue"}
     for ax, task in zip(axes[0], tasks):
-        for r in (r for r in results if r["task"] == task):
-            acc = {int(k): v for k, v in r["test_accuracy"].items()}
-            ax.plot(sorted(acc), [100 * acc[k] for k in sorted(acc)], "o-" if r["framework"] == "torch" else "s--",
-                    label=r["framework"])
+        for (t, framework), runs in groups.items():
+            if t != task:
+                continue
+            lengths = sorted(_accuracy(runs[0]))
+            table = np.array([[100 * _accuracy(r)[n] for n in lengths] for r in runs])
+            for row in table:
+                ax.plot(lengths, row, color=colors[framework], lw=0.7, alpha=0.4)
+            ax.plot(lengths, table.mean(0), "o-", color=colors[framework], lw=2,
+                    label=f"{framework} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        ax.axhline(100 / TASKS[task][1], color="grey", lw=0.8, ls=":")  # chance
+        ax.axvline(COMMON["train_max"], color="grey", lw=0.8, ls="--")  # the longest training length
         ax.set_title(task)
         ax.set_xlabel("test length")
-        ax.axhline(100 / TASKS[task][1], color="grey", lw=0.8, ls=":")  # chance
-        ax.set_ylim(0, 102)
+        ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
+        ax.legend(loc="lower left", fontsize=7)
     axes[0][0].set_ylabel("accuracy (%)")
-    axes[0][0].legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     print(f"wrote {out}")
+
+
+# The paper's accuracies (2 layers, N = 128, mean over seeds), for the table
+PAPER = {"parity": "99.9", "cycle": "99.5", "even_pairs": "99.7", "modular": "96.2", "a5": "learned (1 layer)"}
+
+
+def table(paths):
+    """The results files as a Markdown table: per task, framework and seed the accuracy
+    at each test length, the minimum over them, the training time and the model; a
+    mean row where there are several seeds."""
+    groups = _load(paths)
+    lengths = sorted({n for runs in groups.values() for r in runs for n in _accuracy(r)})
+    lines = ["| task | framework | seed | " + " | ".join(f"L={n}" for n in lengths)
+             + " | min | paper | train time | model |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in lengths) + " | --- | --- | --- | --- |"]
+    for (task, framework), runs in groups.items():
+        for r in runs:
+            acc, c = _accuracy(r), r["config"]
+            model = (f"{'Flash' if c['flash'] else ''}PDSSM {c['layers']}x, D={c['d_model']}, "
+                     f"N={c['state_size']}, H={c['heads']}, K={c['dict_size']}, {c['steps']} steps")
+            lines.append(f"| {task} | {framework} | {c['seed']} | "
+                         + " | ".join(f"{100 * acc[n]:.1f}" if n in acc else "" for n in lengths)
+                         + f" | **{100 * r['test_min']:.1f}** | {PAPER[task]} | {r['train_seconds']:.0f} s | {model} |")
+        if len(runs) > 1:
+            mean = {n: np.mean([_accuracy(r)[n] for r in runs]) for n in lengths}
+            lines.append(f"| {task} | {framework} | mean | " + " | ".join(f"{100 * mean[n]:.1f}" for n in lengths)
+                         + f" | **{100 * min(mean.values()):.1f}** | {PAPER[task]} | | |")
+    print("\n".join(lines))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", choices=sorted(TASKS), default="parity")
     ap.add_argument("--framework", choices=["torch", "jax"], default="torch")
-    ap.add_argument("--device", default=None, help="torch device (cpu, cuda); JAX uses its default device")
+    ap.add_argument("--device", default=None, help="torch: cpu, cuda; JAX: cpu, gpu")
     for name, kind in (("steps", int), ("lr", float), ("layers", int), ("d_model", int), ("state_size", int),
                        ("heads", int), ("dict_size", int), ("batch", int), ("seed", int), ("temperature", float)):
         ap.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
@@ -344,9 +425,12 @@ def main(argv=None):
     ap.add_argument("--out", help="write the results as JSON here")
     ap.add_argument("--plot", nargs="+", help="plot these results files instead of training")
     ap.add_argument("--plot-out", default="docs/state_tracking.png")
+    ap.add_argument("--table", nargs="+", help="print these results files as a Markdown table")
     args = ap.parse_args(argv)
     if args.plot:
         return plot(args.plot, args.plot_out)
+    if args.table:
+        return table(args.table)
     if args.framework == "torch":
         import torch
 
@@ -357,6 +441,9 @@ def main(argv=None):
     print(f"{args.task} / {args.framework}: trained {r['train_seconds']} s; accuracy at length "
           + ", ".join(f"{k}: {100 * v:.1f}%" for k, v in r["test_accuracy"].items()))
     if args.out:
+        losses = r.pop("losses")  # stored as means over 10 steps: the curve without the bulk
+        r["loss_every_10_steps"] = [round(float(np.mean(losses[i:i + 10])), 5) for i in range(0, len(losses), 10)]
+        r["command"] = "python examples/state_tracking.py " + " ".join(argv if argv is not None else sys.argv[1:])
         with open(args.out, "w") as f:
             json.dump(r, f, indent=1)
 
