@@ -12,13 +12,14 @@ following "Neural Networks and the Chomsky Hierarchy" (Deletang et al., 2023):
 * a5           elements of the alternating group A5; their product            (60 classes)
                (trained on the running product at every step, tested on the last)
 
-Every sequence starts with a BOS token (not counted in its length), which gives
-the recurrence a start state to inject.  Training samples one length in [3, 40]
-per batch; testing runs at lengths 40 to 256.
+Every sequence starts with a BOS token (not counted in its length).  Training
+samples one length in [3, 40] per batch (with a length curriculum); testing runs
+at lengths 40 to 256.  docs/state_tracking.md has the results and what mattered.
 
     python examples/state_tracking.py --task parity --framework torch
-    python examples/state_tracking.py --task a5 --framework jax --out results/a5_jax.json
-    python examples/state_tracking.py --plot results/*.json --plot-out docs/state_tracking.png
+    python examples/state_tracking.py --task cycle --framework jax --seed 1 --out cycle_jax_seed1.json
+    python examples/state_tracking.py --table docs/state_tracking_results/*.json
+    python examples/state_tracking.py --plot docs/state_tracking_results/*.json --plot-out docs/state_tracking.png
 
 ``--device`` picks the device: cpu or cuda for torch, cpu or gpu for JAX (default:
 the framework's default device).

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -113,9 +114,7 @@ class _PDSSMBase(nn.Module):
 def _to_numpy(a):
     if isinstance(a, torch.Tensor):
         return a.detach().cpu().numpy()
-    import numpy as np  # a NumPy or JAX array (JAX arrays convert through __array__)
-
-    return np.asarray(a)
+    return np.asarray(a)  # a NumPy or JAX array (JAX arrays convert through __array__)
 
 
 class PDSSM(_PDSSMBase):
