@@ -27,15 +27,16 @@ def _sigmoid(a):
     return 1 / (1 + np.exp(-a))
 
 
-def _reference_states(form, p, u, temperature):
+def _reference_states(form, p, u, temperature, mode):
     """x (B, H, L, N) by a loop over time with explicit N x N matrices (scatter:
-    A_t = P_t D_t, P_t[sigma(j), j] = 1), from the parameter dict alone."""
+    A_t = P_t D_t, P_t[sigma(j), j] = 1; gather: A_t = D_t P_t^T), from the
+    parameter dict alone."""
     Bsz, L, _ = u.shape
     H, K, N, _ = p["transitions"].shape
     x = np.zeros((Bsz, H, L, N), complex)
     for bi in range(Bsz):
         for h in range(H):
-            state = np.zeros(N, complex)
+            state = np.eye(N)[0].astype(complex)  # the layers start every head from e_0
             for t in range(L):
                 ut = u[bi, t]
                 weights = _softmax(p["mix_w"][h] @ ut + p["mix_b"][h], 0)
@@ -46,8 +47,10 @@ def _reference_states(form, p, u, temperature):
                     sigma = np.argmax(Q, axis=0)
                 mag = _sigmoid(p["mag_w"][h] @ ut + p["mag_b"][h])
                 phase = 2 * math.pi * _sigmoid(p["phase_w"][h] @ ut + p["phase_b"][h])
-                A = np.zeros((N, N), complex)
-                A[sigma, np.arange(N)] = mag * np.exp(1j * phase)
+                P = np.zeros((N, N))
+                P[sigma, np.arange(N)] = 1
+                D = np.diag(mag * np.exp(1j * phase))
+                A = P @ D if mode == "scatter" else D @ P.T
                 b = (p["B_re"][h] + 1j * p["B_im"][h]) @ ut
                 state = A @ state + b
                 x[bi, h, t] = state
@@ -58,13 +61,14 @@ def _numpy_params(layer):
     return {k: v.detach().cpu().numpy() for k, v in layer.state_dict().items()}
 
 
+@pytest.mark.parametrize("mode", ["scatter", "gather"])
 @pytest.mark.parametrize("form", FORMS)
-def test_torch_states_match_reference_loop(form):
+def test_torch_states_match_reference_loop(form, mode):
     torch.manual_seed(0)
-    layer = getattr(pt, form)(6, temperature=0.7, dtype=torch.float64, **SMALL)
+    layer = getattr(pt, form)(6, temperature=0.7, mode=mode, dtype=torch.float64, **SMALL)
     u = np.random.default_rng(0).normal(size=(2, 9, 6))
     x = layer._states(torch.tensor(u)).detach().numpy()
-    want = _reference_states(form, _numpy_params(layer), u, 0.7)
+    want = _reference_states(form, _numpy_params(layer), u, 0.7, mode)
     assert x.shape == (2, 2, 9, 5)
     np.testing.assert_allclose(x, want, rtol=1e-10, atol=1e-10)
 
@@ -101,7 +105,7 @@ def test_initialization_follows_the_specs():
     (dict(d_model=0), "d_model"), (dict(state_size=2.5), "state_size"), (dict(heads=True), "heads"),
     (dict(dict_size=-1), "dict_size"), (dict(temperature=0.0), "temperature"),
     (dict(magnitude_init=(0.9, 1.0)), "magnitude_init"), (dict(phase_init=(0.5,)), "phase_init"),
-    (dict(eps=float("nan")), "eps"), (dict(mlp_ratio=0), "mlp_ratio"),
+    (dict(eps=float("nan")), "eps"), (dict(mlp_ratio=0), "mlp_ratio"), (dict(mode="rows"), "mode"),
 ])
 def test_bad_configuration_names_the_argument(kwargs, name):
     args = dict(d_model=4) | kwargs
@@ -136,12 +140,13 @@ def _jax():
 
 @pytest.mark.jax
 @pytest.mark.parametrize("form", FORMS)
-def test_torch_and_jax_agree_on_outputs_and_gradients(form):
+@pytest.mark.parametrize("mode", ["scatter", "gather"])
+def test_torch_and_jax_agree_on_outputs_and_gradients(form, mode):
     jax, pj = _jax()
     jnp = jax.numpy
     torch.manual_seed(3)
-    layer_t = getattr(pt, form)(8, temperature=0.8, **SMALL)
-    layer_j = getattr(pj, form)(8, temperature=0.8, **SMALL)
+    layer_t = getattr(pt, form)(8, temperature=0.8, mode=mode, **SMALL)
+    layer_j = getattr(pj, form)(8, temperature=0.8, mode=mode, **SMALL)
     rng = np.random.default_rng(3)
     u = rng.normal(size=(3, 11, 8)).astype(np.float32)
     probe = rng.normal(size=u.shape).astype(np.float32)  # a random linear loss: gradients of unit scale

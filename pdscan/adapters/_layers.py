@@ -37,7 +37,8 @@ class Init:
     b: float = 0.0
 
 
-def check_config(d_model, state_size, heads, dict_size, mlp_ratio, temperature, magnitude_init, phase_init, eps):
+def check_config(d_model, state_size, heads, dict_size, mlp_ratio, temperature, magnitude_init, phase_init, eps,
+                 mode="scatter"):
     """The hyperparameters, checked, as a dict; errors name the argument."""
     for name, value in (("d_model", d_model), ("state_size", state_size), ("heads", heads),
                         ("dict_size", dict_size), ("mlp_ratio", mlp_ratio)):
@@ -52,7 +53,10 @@ def check_config(d_model, state_size, heads, dict_size, mlp_ratio, temperature, 
         # both are fractions of a sigmoid's range: magnitudes of |d|, phases of 2 pi
         if not ok or not (0 < pair[0] <= pair[1] < 1):
             raise ValueError(f"{name}: expected (low, high) with 0 < low <= high < 1, got {pair!r}")
+    if mode not in ("scatter", "gather"):
+        raise ValueError(f"mode: expected 'scatter' or 'gather', got {mode!r}")
     return dict(d_model=d_model, state_size=state_size, heads=heads, dict_size=dict_size, mlp_ratio=mlp_ratio,
+                mode=mode,
                 temperature=float(temperature), magnitude_init=tuple(float(v) for v in magnitude_init),
                 phase_init=tuple(float(v) for v in phase_init), eps=float(eps))
 
@@ -69,14 +73,15 @@ def param_specs(cfg):
       map is the column argmax of sum_k s_k M_k); FlashPDSSM as logits of the soft
       dictionary Q_k = softmax over rows.  Unit scale keeps the column softmax away
       from saturation, where the straight-through gradient vanishes.
-    * ``mag_b`` (H, N) = logit(U(magnitude_init)), ``mag_w`` (H, N, D) ~ N(0, 0.1/D):
+    * ``mag_b`` (H, N) = logit(U(magnitude_init)), ``mag_w`` (H, N, D) ~ N(0, 0.01/D):
       |d| starts near U(0.9, 0.999) by default, close to 1 so that the state carries
       information over long sequences (what length generalization needs), and
       depends on the input only weakly at first.
-    * ``phase_b`` (H, N) = logit(U(phase_init)), ``phase_w`` (H, N, D) ~ N(0, 0.1/D):
+    * ``phase_b`` (H, N) = logit(U(phase_init)), ``phase_w`` (H, N, D) ~ N(0, 1/D):
       the phase 2 pi sigmoid(.) starts small (2 pi U(0.001, 0.1) by default), so d
       starts near the positive real axis and the state does not oscillate with the
-      sequence length before anything is learned.
+      sequence length before anything is learned; the input moves the phase logit
+      by O(1), so that tokens differ in phase from the start.
     * ``B_re``, ``B_im`` (H, N, D) ~ N(0, 1/(2D)): b_t = B u_t of unit variance.
     * ``C_re``, ``C_im`` (D, H, N) ~ N(0, 1/(2HN)): Re(C x) = C_re Re x - C_im Im x is
       the linear readout of the real and imaginary parts concatenated.
@@ -93,7 +98,7 @@ def param_specs(cfg):
         "transitions": ((H, K, N, N), Init("normal", 1.0)),
         "mag_w": ((H, N, D), Init("normal", 0.1 / math.sqrt(D))),
         "mag_b": ((H, N), Init("logit_uniform", *cfg["magnitude_init"])),
-        "phase_w": ((H, N, D), Init("normal", 0.1 / math.sqrt(D))),
+        "phase_w": ((H, N, D), Init("normal", 1 / math.sqrt(D))),
         "phase_b": ((H, N), Init("logit_uniform", *cfg["phase_init"])),
         "B_re": ((H, N, D), Init("normal", 1 / math.sqrt(2 * D))),
         "B_im": ((H, N, D), Init("normal", 1 / math.sqrt(2 * D))),

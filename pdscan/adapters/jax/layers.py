@@ -55,13 +55,14 @@ class _PDSSMBase:
     magnitude_init: tuple = (0.9, 0.999)
     phase_init: tuple = (0.001, 0.1)
     eps: float = 1e-5
+    mode: str = "scatter"
     config: dict = field(init=False, repr=False, compare=False, hash=False)
 
     _form = None  # "mixture" or "dict"
 
     def __post_init__(self):
         cfg = check_config(self.d_model, self.state_size, self.heads, self.dict_size, self.mlp_ratio,
-                           self.temperature, self.magnitude_init, self.phase_init, self.eps)
+                           self.temperature, self.magnitude_init, self.phase_init, self.eps, self.mode)
         object.__setattr__(self, "magnitude_init", cfg["magnitude_init"])  # tuples: hashable
         object.__setattr__(self, "phase_init", cfg["phase_init"])
         object.__setattr__(self, "config", cfg)
@@ -87,10 +88,12 @@ class _PDSSMBase:
         d = mag * jnp.exp(1j * phase)
         b = jax.lax.complex(jnp.einsum("...ld,hnd->...hln", u, p["B_re"]),
                             jnp.einsum("...ld,hnd->...hln", u, p["B_im"]))
+        # every head starts from e_0: a state the hard transitions move around from the first step
+        x0 = jnp.zeros((c["heads"], c["state_size"]), d.dtype).at[:, 0].set(1)
         if self._form == "mixture":
-            return scan_ste_mixture(weights, p["transitions"], d, b, temperature=c["temperature"])
+            return scan_ste_mixture(weights, p["transitions"], d, b, x0, mode=c["mode"], temperature=c["temperature"])
         Q = jax.nn.softmax(p["transitions"] / c["temperature"], axis=-2)  # columns: distributions over rows
-        return scan_ste_dict(weights, Q, d, b)
+        return scan_ste_dict(weights, Q, d, b, x0, mode=c["mode"])
 
     def apply(self, params, u):
         """u (..., L, d_model) real -> (..., L, d_model)."""
@@ -122,7 +125,7 @@ class PDSSM(_PDSSMBase):
 
     ``PDSSM(d_model, state_size=16, heads=1, dict_size=8, mlp_ratio=2,
     temperature=1.0, magnitude_init=(0.9, 0.999), phase_init=(0.001, 0.1),
-    eps=1e-5)``; ``params = layer.init(key)``; ``y = layer(params, u)`` with u and y
+    eps=1e-5, mode="scatter")``; ``params = layer.init(key)``; ``y = layer(params, u)`` with u and y
     (..., L, d_model).  Parameters, shapes and initialization as
     ``pdscan.torch.PDSSM`` (see ``pdscan.adapters._layers.param_specs``).
     """

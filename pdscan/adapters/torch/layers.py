@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,13 +40,13 @@ class _PDSSMBase(nn.Module):
     _form = None  # "mixture" or "dict"
 
     def __init__(self, d_model, state_size=16, heads=1, dict_size=8, mlp_ratio=2, temperature=1.0,
-                 magnitude_init=(0.9, 0.999), phase_init=(0.001, 0.1), eps=1e-5, *, device=None,
-                 dtype=torch.float32):
+                 magnitude_init=(0.9, 0.999), phase_init=(0.001, 0.1), eps=1e-5, mode="scatter", *,
+                 device=None, dtype=torch.float32):
         super().__init__()
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
         self.config = check_config(d_model, state_size, heads, dict_size, mlp_ratio, temperature,
-                                   magnitude_init, phase_init, eps)
+                                   magnitude_init, phase_init, eps, mode)
         self._specs = param_specs(self.config)
         for name, (shape, _) in self._specs.items():
             self.register_parameter(name, nn.Parameter(torch.empty(shape, device=device, dtype=dtype)))
@@ -84,11 +85,14 @@ class _PDSSMBase(nn.Module):
         d = torch.polar(mag, phase)
         b = torch.complex(torch.einsum("...ld,hnd->...hln", u, self.B_re),
                           torch.einsum("...ld,hnd->...hln", u, self.B_im))
+        # every head starts from e_0: a state the hard transitions move around from the first step
+        x0 = torch.zeros(c["heads"], c["state_size"], dtype=d.dtype, device=d.device)
+        x0[:, 0] = 1
         if self._form == "mixture":
-            return scan_ste_mixture(weights, self.transitions, d, b, temperature=c["temperature"])
+            return scan_ste_mixture(weights, self.transitions, d, b, x0, mode=c["mode"], temperature=c["temperature"])
         # the soft dictionary: each column of Q_k a distribution over the rows
         Q = torch.softmax(self.transitions / c["temperature"], dim=-2)
-        return scan_ste_dict(weights, Q, d, b)
+        return scan_ste_dict(weights, Q, d, b, x0, mode=c["mode"])
 
     def forward(self, u):
         """u (..., L, d_model) real -> (..., L, d_model)."""
@@ -110,9 +114,7 @@ class _PDSSMBase(nn.Module):
 def _to_numpy(a):
     if isinstance(a, torch.Tensor):
         return a.detach().cpu().numpy()
-    import numpy as np  # a NumPy or JAX array (JAX arrays convert through __array__)
-
-    return np.asarray(a)
+    return np.asarray(a)  # a NumPy or JAX array (JAX arrays convert through __array__)
 
 
 class PDSSM(_PDSSMBase):
@@ -124,7 +126,9 @@ class PDSSM(_PDSSMBase):
     Arguments: ``d_model`` (D, input and output width), ``state_size`` (N),
     ``heads`` (H), ``dict_size`` (K), ``mlp_ratio`` (the MLP's hidden width is
     mlp_ratio * D), ``temperature``, ``magnitude_init`` and ``phase_init`` (the
-    ranges that |d| and phase / 2 pi start in), ``eps`` (LayerNorm), ``device``,
+    ranges that |d| and phase / 2 pi start in), ``eps`` (LayerNorm), ``mode``
+    ("scatter": A_t = P_t D_t, column one-hot, the default; "gather": A_t = D_t P_t^T,
+    row one-hot), ``device``,
     ``dtype`` (float32 or float64; the scan runs in the matching complex type).
 
     Parameters (all real; see ``pdscan.adapters._layers.param_specs`` for their
