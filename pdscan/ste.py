@@ -106,7 +106,10 @@ def scan_ste_dict_vjp(w, Q, d, b, x0, x, grad_x, *, mode="scatter", reverse=Fals
     if p.empty:
         return _empty_grads(p, (w, Q, d, b, x0))
     grad_d, g, grad_x0, previous, dc = _scan_vjp_full(p, x, grad_x, backend, conjugate)
-    grad_W, grad_Q = _dictionary_grads(p, *_rank_one_factors(p.mode, previous, g, dc))
+    u, v = _rank_one_factors(p.mode, previous, g, dc)
+    # a backend may fuse the contractions (one kernel each on CUDA); the array form defines them
+    fused = getattr(backends.select(p.library, backend), "dictionary_grads", None)
+    grad_W, grad_Q = fused(p, u, v) if fused is not None else _dictionary_grads(p, u, v)
     return (
         unbroadcast(xp, grad_W, w),
         unbroadcast(xp, grad_Q, Q),
