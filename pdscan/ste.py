@@ -17,8 +17,10 @@ Two forms, both with ``mode`` (scatter: A_t = P_t D_t; gather: A_t = D_t P_t^T) 
   M_t = sum_k s_t[k] M_k, sigma_t(j) = argmax_i M_t[i, j].  Surrogate:
   P_t = hard - soft (detached) + soft, soft = column softmax of M_t / temperature.
 
-The scans themselves run on the chosen backend; the extra gradients are a few
-array-API contractions over the adjoint states.  Nothing of size N x N is kept per
+The scans themselves run on the chosen backend; the extra gradients are
+contractions over the adjoint states, written here in the array API (their
+definition).  A backend may fuse the dictionary form's two (``dictionary_grads``:
+the CUDA and Numba backends do, one pass each).  Nothing of size N x N is kept per
 step: the dictionary form needs O(L K N) (router) and O(K N^2) (dictionary), the
 mixture form recomputes M_t chunk by chunk of time, O(chunk N^2) at a time.
 """
