@@ -25,10 +25,11 @@ import numpy
 
 from . import _kernels as K
 
-#: teams per multiprocessor the schedule aims for (one-warp teams; 256-thread teams count 8)
-TEAMS_PER_SM = int(os.environ.get("PDSCAN_CUDA_TEAMS_PER_SM", "16"))
-#: chunks are at least this many steps long
-MIN_CHUNK = int(os.environ.get("PDSCAN_CUDA_MIN_CHUNK", "64"))
+#: teams per multiprocessor the schedule aims for (one-warp teams; 256-thread teams count
+#: 8), and the shortest chunk: measured on the H100 (docs/benchmarks.md, "Chunk count"),
+#: more and shorter chunks than one team a scheduler pays, as the teams are latency bound
+TEAMS_PER_SM = int(os.environ.get("PDSCAN_CUDA_TEAMS_PER_SM", "64"))
+MIN_CHUNK = int(os.environ.get("PDSCAN_CUDA_MIN_CHUNK", "32"))
 #: chunk length forced by tests and benchmarks (None: chosen by shape; 0: never chunk)
 force_chunk_len: int | None = None
 #: the single-pass forward (N <= 128): None chooses it wherever it fits, False
