@@ -17,8 +17,10 @@ Two forms, both with ``mode`` (scatter: A_t = P_t D_t; gather: A_t = D_t P_t^T) 
   M_t = sum_k s_t[k] M_k, sigma_t(j) = argmax_i M_t[i, j].  Surrogate:
   P_t = hard - soft (detached) + soft, soft = column softmax of M_t / temperature.
 
-The scans themselves run on the chosen backend; the extra gradients are a few
-array-API contractions over the adjoint states.  Nothing of size N x N is kept per
+The scans themselves run on the chosen backend; the extra gradients are
+contractions over the adjoint states, written here in the array API (their
+definition).  A backend may fuse the dictionary form's two (``dictionary_grads``:
+the CUDA and Numba backends do, one pass each).  Nothing of size N x N is kept per
 step: the dictionary form needs O(L K N) (router) and O(K N^2) (dictionary), the
 mixture form recomputes M_t chunk by chunk of time, O(chunk N^2) at a time.
 """
@@ -31,6 +33,8 @@ from ._problem import check_like_output, prepare, unbroadcast
 
 #: the mixture form materialises M_t for this many (sequence, step) pairs at a time
 MIXTURE_CHUNK_ELEMENTS = 1 << 22
+#: the dictionary form's backward expands its factors K-fold for this many elements at a time
+DICTIONARY_CHUNK_ELEMENTS = 1 << 22
 
 
 def _scan_vjp_full(p, x, grad_x, backend, conjugate):
@@ -105,12 +109,9 @@ def scan_ste_dict_vjp(w, Q, d, b, x0, x, grad_x, *, mode="scatter", reverse=Fals
         return _empty_grads(p, (w, Q, d, b, x0))
     grad_d, g, grad_x0, previous, dc = _scan_vjp_full(p, x, grad_x, backend, conjugate)
     u, v = _rank_one_factors(p.mode, previous, g, dc)
-    # grad_W[t, k] = sum_ij u[i] v[j] H_k[i, j] = sum_j u[sigma_k(j)] v[j]: O(K N) a step
-    grad_W = xp.stack([xp.sum(monoid.gather(xp, u, p.maps[..., k : k + 1, :]) * v, axis=-1)
-                       for k in range(p.K)], axis=-1)
-    # grad_Q[k] = sum over the steps that chose k of u_t v_t^T: one (N x L)(L x N) product per k
-    grad_Q = xp.stack([xp.matmul(xp.matrix_transpose(u * xp.astype(p.index == k, u.dtype)[..., None]), v)
-                       for k in range(p.K)], axis=-3)
+    # a backend may fuse the contractions (one kernel each on CUDA); the array form defines them
+    fused = getattr(backends.select(p.library, backend), "dictionary_grads", None)
+    grad_W, grad_Q = fused(p, u, v) if fused is not None else _dictionary_grads(p, u, v)
     return (
         unbroadcast(xp, grad_W, w),
         unbroadcast(xp, grad_Q, Q),
@@ -118,6 +119,33 @@ def scan_ste_dict_vjp(w, Q, d, b, x0, x, grad_x, *, mode="scatter", reverse=Fals
         unbroadcast(xp, g, b),
         None if x0 is None else unbroadcast(xp, grad_x0, x0),
     )
+
+
+def _dictionary_grads(p, u, v):
+    """grad_W (..., L, K) and grad_Q (..., K, N, N) from the rank-one factors.  Each
+    K-fold product is one batched operation over a chunk of steps, not K of them:
+    on a GPU the step is bound by the number of launches at training sizes.  The
+    chunks keep the K-fold expanded factors to DICTIONARY_CHUNK_ELEMENTS at a time."""
+    xp, K, N = p.xp, p.K, p.N
+    maps = xp.reshape(p.maps, tuple(p.maps.shape[:-2]) + (1, K * N))  # sigma_k(j) at k N + j
+    ks = xp.arange(K, dtype=p.index.dtype, device=device(u))
+    chunk = max(1, DICTIONARY_CHUNK_ELEMENTS // max(1, p.S * K * N))
+    grad_W, grad_Q = [], None
+    for start in range(0, p.L, chunk):
+        uc, vc = u[..., start:start + chunk, :], v[..., start:start + chunk, :]
+        steps = uc.shape[-2]
+        # grad_W[t, k] = sum_ij u[i] v[j] H_k[i, j] = sum_j u[sigma_k(j)] v[j]: O(K N) a step
+        picked = monoid.gather(xp, uc, maps)
+        picked = xp.reshape(picked, tuple(picked.shape[:-1]) + (K, N))
+        grad_W.append(xp.matmul(picked, vc[..., None])[..., 0])
+        # grad_Q[k] = sum over the steps that chose k of u_t v_t^T: (K N x steps)(steps x N)
+        chose = xp.astype(p.index[..., start:start + chunk, None] == ks, u.dtype)
+        masked = chose[..., None] * uc[..., None, :]
+        masked = xp.reshape(masked, tuple(masked.shape[:-3]) + (steps, K * N))
+        part = xp.matmul(xp.matrix_transpose(masked), vc)
+        grad_Q = part if grad_Q is None else grad_Q + part
+    grad_W = xp.concat(grad_W, axis=-2) if len(grad_W) > 1 else grad_W[0]
+    return grad_W, xp.reshape(grad_Q, tuple(grad_Q.shape[:-2]) + (K, N, N))
 
 
 # ----------------------------------------------------------------------------- mixture form

@@ -308,3 +308,32 @@ def test_single_pass_scatter_sums_any_number_of_sources(single_pass, monkeypatch
     host["index"][:, crowded] = random_maps(rng, (2, int(crowded.sum()), 64), 2, np.int32)
     got, want = forward_both(host, mode="scatter")
     assert rel_err(got, want) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128", "float64"])
+@pytest.mark.parametrize("batch_q, N, K", [((), 70, 5), ((3,), 33, 3), ((1,), 5, 9)])
+def test_straight_through_dictionary_contractions(dtype, batch_q, N, K):
+    """The fused grad_w / grad_Q kernels equal the array form that defines them
+    (pdscan.ste._dictionary_grads), over several (i, j) tiles, N not a multiple of
+    32, a shared and a per-head dictionary; outputs come from a NaN-poisoned pool."""
+    from pdscan import ste
+    from pdscan.backends.cupy_cuda import BACKEND
+
+    rng = np.random.default_rng(N + K)
+    batch, L = (2, 3), 37
+    w = cupy.asarray(rng.normal(size=batch + (L, K)))
+    Q = cupy.asarray(rng.random(batch_q + (K, N, N)))
+    d = cupy.asarray(random_values(rng, batch + (L, N), dtype))
+    b = cupy.asarray(random_values(rng, batch + (L, N), dtype))
+    p = ste._dictionary_problem(w, Q, d, b, None, "scatter", False)
+    u = cupy.asarray(random_values(rng, batch + (L, N), dtype))
+    v = cupy.asarray(random_values(rng, batch + (L, N), dtype))
+    want = ste._dictionary_grads(p, u, v)
+    poison = cupy.full(1 << 22, cupy.nan)  # freed blocks the kernels' outputs will reuse
+    del poison
+    got = BACKEND.dictionary_grads(p, u, v)
+    for g, w_, name in zip(got, want, ("grad_w", "grad_Q")):
+        assert g.shape == w_.shape, name
+        assert bool(cupy.isfinite(g).all()), name
+        tol = 1e-5 if dtype == "complex64" else 1e-12
+        assert float(cupy.abs(g - w_).max()) <= tol * float(cupy.abs(w_).max()), name

@@ -380,3 +380,28 @@ def _vjp_task(phase, task, table, selectors, use_maps, d, x, x0, has_x0, grad_x,
             carries[s, 1] = carry
         elif phase == SEQUENCES or c == n_chunks - 1:
             grad_x0[s] = carry
+
+
+@njit(parallel=True, **_JIT)
+def dictionary_grads(table, selectors, u, v, grad_w, grad_q):
+    """The straight-through dictionary form's contractions (``pdscan.ste``) from the
+    rank-one factors u, v (S, L, N): grad_w[s, t, k] = sum_j u[s, t, table[s, k, j]]
+    v[s, t, j], and grad_q[s, k] (zeroed by the caller) accumulates u_t v_t^T over the
+    steps with selectors[s, t] = k.  Out-of-range entries and selectors add nothing."""
+    S, L, N = u.shape
+    K = table.shape[1]
+    for s in prange(S):
+        for t in range(L):
+            for k in range(K):
+                acc = u[s, t, 0] * 0
+                for j in range(N):
+                    i = table[s, k, j]
+                    if i >= 0 and i < N:
+                        acc += u[s, t, i] * v[s, t, j]
+                grad_w[s, t, k] = acc
+            k = selectors[s, t]
+            if k >= 0 and k < K:
+                for i in range(N):
+                    ui = u[s, t, i]
+                    for j in range(N):
+                        grad_q[s, k, i, j] += ui * v[s, t, j]

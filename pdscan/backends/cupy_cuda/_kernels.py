@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("pdscan_kernels.cu", "pdscan_lookback.cu")
+SOURCES = ("pdscan_kernels.cu", "pdscan_lookback.cu", "pdscan_ste.cu")
 VALUE_TYPES = {
     "float32": "float",
     "float64": "double",
@@ -74,11 +74,22 @@ def lookback_name(value: str, index_width: int, kind: str, maps: bool, e: int, s
             f"{KINDS[kind]}, {'true' if maps else 'false'}, {e}>")
 
 
+#: (i, j) pairs of the dictionary gradient each thread of pd_dict_grad_q sums
+DICT_GRAD_Q_PER_THREAD = 4
+
+
+def dict_grad_names(value: str) -> tuple[str, str]:
+    """The straight-through dictionary form's contractions (grad_w, grad_q)."""
+    return (f"pd::pd_dict_grad_w<{VALUE_TYPES[value]}>",
+            f"pd::pd_dict_grad_q<{VALUE_TYPES[value]}, {DICT_GRAD_Q_PER_THREAD}>")
+
+
 def all_names(*, every_e: bool = False):
     """The instantiations the launcher can ask for.  With ``every_e=False`` (what CI
     compiles): every value type x index width x mode for the scan and the VJP at
     E = 2; the summary and dictionary variants with int32 words for every value
-    type; every E for complex64 / int32 (the axes are independent of one another)."""
+    type; every E for complex64 / int32 (the axes are independent of one another);
+    the straight-through contractions for every value type."""
     names = set()
     for value, width, kind, maps, track in itertools.product(
             VALUE_TYPES, INDEX_WIDTHS, KINDS, (False, True), (False, True)):
@@ -94,6 +105,8 @@ def all_names(*, every_e: bool = False):
                     if e in LOOKBACK_LANES:
                         names.add(lookback_name(value, width, kind, maps, e))
                         names.add(lookback_name(value, width, kind, maps, e, stream=True))
+    for value in VALUE_TYPES:
+        names.update(dict_grad_names(value))
     return sorted(names)
 
 

@@ -25,10 +25,11 @@ import numpy
 
 from . import _kernels as K
 
-#: teams per multiprocessor the schedule aims for (one-warp teams; 256-thread teams count 8)
-TEAMS_PER_SM = int(os.environ.get("PDSCAN_CUDA_TEAMS_PER_SM", "16"))
-#: chunks are at least this many steps long
-MIN_CHUNK = int(os.environ.get("PDSCAN_CUDA_MIN_CHUNK", "64"))
+#: teams per multiprocessor the schedule aims for (one-warp teams; 256-thread teams count
+#: 8), and the shortest chunk: measured on the H100 (docs/benchmarks.md, "Chunk count"),
+#: more and shorter chunks than one team a scheduler pays, as the teams are latency bound
+TEAMS_PER_SM = int(os.environ.get("PDSCAN_CUDA_TEAMS_PER_SM", "64"))
+MIN_CHUNK = int(os.environ.get("PDSCAN_CUDA_MIN_CHUNK", "32"))
 #: chunk length forced by tests and benchmarks (None: chosen by shape; 0: never chunk)
 force_chunk_len: int | None = None
 #: the single-pass forward (N <= 128): None chooses it wherever it fits, False
@@ -335,3 +336,28 @@ def run_vjp(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x0_str
                          grad_d, _i64(L * N), grad_b, _i64(L * N),
                          grad_x0 if grad_x0 is not None else NULL, _i64(N),
                          _i32(L), _i32(N), _i32(chunk), _i32(chunks), _i32(flags)))
+
+
+def dictionary_grads(value, p, u, v):
+    """grad_w (S, L, K) and grad_q (S, K, N, N) of the straight-through dictionary
+    form from the rank-one factors u, v (S, L, N) (``pdscan_ste.cu``)."""
+    nb = len(p.batch_shape)
+    u = cupy.ascontiguousarray(u.reshape(p.S, p.L, p.N))
+    v = cupy.ascontiguousarray(v.reshape(p.S, p.L, p.N))
+    selectors, sel_stride = _compact(p.index, nb)
+    selectors = selectors if selectors.dtype == cupy.int32 else _safe_int32(selectors, p.K)
+    maps, maps_stride = _compact(p.maps, nb)
+    maps = _safe_int32(maps, p.N)
+    grad_w = cupy.empty((p.S, p.L, p.K), u.dtype)
+    grad_q = cupy.empty((p.S, p.K, p.N, p.N), u.dtype)
+    name_w, name_q = K.dict_grad_names(value)
+    rows, warps = p.S * p.L, 8
+    if rows:
+        K.kernel(name_w)(((rows + warps - 1) // warps,), (32 * warps,),
+                         (u, v, maps, _i64(maps_stride), _i64(rows), _i32(p.L), _i32(p.K), _i32(p.N), grad_w))
+    threads = 256
+    tiles = -(-(p.N * p.N) // (threads * K.DICT_GRAD_Q_PER_THREAD))
+    if p.S * p.K:
+        K.kernel(name_q)((p.S * p.K, tiles), (threads,),
+                         (u, v, selectors, _i64(sel_stride), _i32(p.L), _i32(p.K), _i32(p.N), grad_q))
+    return grad_w, grad_q
