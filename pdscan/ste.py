@@ -37,12 +37,11 @@ MIXTURE_CHUNK_ELEMENTS = 1 << 22
 DICTIONARY_CHUNK_ELEMENTS = 1 << 22
 
 
-def _scan_vjp_full(p, x, grad_x, backend, conjugate):
-    """The scan's VJP at the full batch shape, plus the state each step starts from
-    and d, both conjugated for the PyTorch convention.  Returns
+def _scan_vjp_full(p, x, grad_x, be, conjugate):
+    """The scan's VJP on backend ``be`` at the full batch shape, plus the state each
+    step starts from and d, both conjugated for the PyTorch convention.  Returns
     (grad_d, g, grad_x0, previous, d) with g the adjoint states (= grad_b)."""
     xp = p.xp
-    be = backends.select(p.library, backend)
     grad_d, g, grad_x0 = be.vjp(p, x, grad_x, conjugate=conjugate)
     conj = xp.conj if conjugate and xp.isdtype(p.dtype, "complex floating") else (lambda a: a)
     first = xp.zeros_like(x[..., :1, :]) if p.x0 is None else p.x0[..., None, :]
@@ -51,6 +50,13 @@ def _scan_vjp_full(p, x, grad_x, backend, conjugate):
     else:
         previous = xp.concat([first, x[..., :-1, :]], axis=-2)
     return grad_d, g, grad_x0, conj(previous), conj(p.d)
+
+
+def _time_chunks(p, per_step, budget):
+    """[start, stop) ranges of steps with at most ``budget`` elements of a temporary
+    that takes ``per_step`` elements a step of every sequence (at least one step)."""
+    chunk = max(1, budget // max(1, p.S * per_step))
+    return [(start, min(start + chunk, p.L)) for start in range(0, p.L, chunk)]
 
 
 def _rank_one_factors(mode, previous, g, d):
@@ -107,10 +113,11 @@ def scan_ste_dict_vjp(w, Q, d, b, x0, x, grad_x, *, mode="scatter", reverse=Fals
     grad_x = check_like_output(p, grad_x, "grad_x")
     if p.empty:
         return _empty_grads(p, (w, Q, d, b, x0))
-    grad_d, g, grad_x0, previous, dc = _scan_vjp_full(p, x, grad_x, backend, conjugate)
+    be = backends.select(p.library, backend)
+    grad_d, g, grad_x0, previous, dc = _scan_vjp_full(p, x, grad_x, be, conjugate)
     u, v = _rank_one_factors(p.mode, previous, g, dc)
     # a backend may fuse the contractions (one kernel each on CUDA); the array form defines them
-    fused = getattr(backends.select(p.library, backend), "dictionary_grads", None)
+    fused = getattr(be, "dictionary_grads", None)
     grad_W, grad_Q = fused(p, u, v) if fused is not None else _dictionary_grads(p, u, v)
     return (
         unbroadcast(xp, grad_W, w),
@@ -129,17 +136,15 @@ def _dictionary_grads(p, u, v):
     xp, K, N = p.xp, p.K, p.N
     maps = xp.reshape(p.maps, tuple(p.maps.shape[:-2]) + (1, K * N))  # sigma_k(j) at k N + j
     ks = xp.arange(K, dtype=p.index.dtype, device=device(u))
-    chunk = max(1, DICTIONARY_CHUNK_ELEMENTS // max(1, p.S * K * N))
     grad_W, grad_Q = [], None
-    for start in range(0, p.L, chunk):
-        uc, vc = u[..., start:start + chunk, :], v[..., start:start + chunk, :]
-        steps = uc.shape[-2]
+    for start, stop in _time_chunks(p, K * N, DICTIONARY_CHUNK_ELEMENTS):
+        uc, vc, steps = u[..., start:stop, :], v[..., start:stop, :], stop - start
         # grad_W[t, k] = sum_ij u[i] v[j] H_k[i, j] = sum_j u[sigma_k(j)] v[j]: O(K N) a step
         picked = monoid.gather(xp, uc, maps)
         picked = xp.reshape(picked, tuple(picked.shape[:-1]) + (K, N))
         grad_W.append(xp.matmul(picked, vc[..., None])[..., 0])
         # grad_Q[k] = sum over the steps that chose k of u_t v_t^T: (K N x steps)(steps x N)
-        chose = xp.astype(p.index[..., start:start + chunk, None] == ks, u.dtype)
+        chose = xp.astype(p.index[..., start:stop, None] == ks, u.dtype)
         masked = chose[..., None] * uc[..., None, :]
         masked = xp.reshape(masked, tuple(masked.shape[:-3]) + (steps, K * N))
         part = xp.matmul(xp.matrix_transpose(masked), vc)
@@ -149,11 +154,6 @@ def _dictionary_grads(p, u, v):
 
 
 # ----------------------------------------------------------------------------- mixture form
-
-
-def _time_chunks(p):
-    chunk = max(1, MIXTURE_CHUNK_ELEMENTS // max(1, p.S * p.N * p.N))
-    return [(start, min(start + chunk, p.L)) for start in range(0, p.L, chunk)]
 
 
 def _mixed_logits(xp, s, M_flat, start, stop):
@@ -175,7 +175,7 @@ def _mixture_problem(s, M, d, b, x0, mode, reverse, temperature):
     shell = prepare(xp.zeros(batch + (L, N), dtype=xp.int32, device=device(d)), d, b, x0, mode=mode,
                     reverse=reverse, check_index=False, extra=dict(s=s, M=M))
     pieces = []
-    for start, stop in _time_chunks(shell):
+    for start, stop in _time_chunks(shell, N * N, MIXTURE_CHUNK_ELEMENTS):
         logits = _mixed_logits(xp, s_full, M_flat, start, stop)
         pieces.append(xp.argmax(xp.reshape(logits, tuple(logits.shape[:-1]) + (N, N)), axis=-2))
     index = xp.concat(pieces, axis=-2) if pieces else shell.index
@@ -202,12 +202,13 @@ def scan_ste_mixture_vjp(s, M, d, b, x0, x, grad_x, *, mode="scatter", reverse=F
     grad_x = check_like_output(p, grad_x, "grad_x")
     if p.empty:
         return _empty_grads(p, (s, M, d, b, x0))
-    grad_d, g, grad_x0, previous, dc = _scan_vjp_full(p, x, grad_x, backend, conjugate)
+    be = backends.select(p.library, backend)
+    grad_d, g, grad_x0, previous, dc = _scan_vjp_full(p, x, grad_x, be, conjugate)
     u, v = _rank_one_factors(p.mode, previous, g, dc)
     N, K, real = p.N, M.shape[-3], s.dtype
     grad_s_parts = []
     grad_M = xp.zeros(p.batch_shape + (K, N * N), dtype=real, device=device(d))
-    for start, stop in _time_chunks(p):
+    for start, stop in _time_chunks(p, N * N, MIXTURE_CHUNK_ELEMENTS):
         logits = xp.reshape(_mixed_logits(xp, s_full, M_flat, start, stop), p.batch_shape + (stop - start, N, N))
         scaled = logits / temperature
         soft = xp.exp(scaled - xp.max(scaled, axis=-2, keepdims=True))

@@ -164,6 +164,16 @@ class Indexing:
                 self.maps if self.maps is not None else NULL, _i64(self.maps_stride), _i32(self.k))
 
 
+def _dictionary(p, nb):
+    """(selectors, stride, maps, stride) of the dictionary form as the kernels read
+    them: int32 selectors (S or 1, L), read as they are when int32 (the kernels check
+    their range), and int32 maps (S or 1, K, N) with -1 where out of range."""
+    selectors, sel_stride = _compact(p.index, nb)
+    selectors = selectors if selectors.dtype == cupy.int32 else _safe_int32(selectors, p.K)
+    maps, maps_stride = _compact(p.maps, nb)
+    return selectors, sel_stride, _safe_int32(maps, p.N), maps_stride
+
+
 def indexing(p, dtype_bytes, extra_smem_per_lane):
     """The ``Indexing`` of problem ``p``.  A dictionary too large for shared memory
     is expanded into per-step maps (int32) instead."""
@@ -171,11 +181,7 @@ def indexing(p, dtype_bytes, extra_smem_per_lane):
     if p.maps is None:
         index, stride = layout(p.index, nb)
         return Indexing(index, stride, index.itemsize, index.dtype.kind == "i")
-    selectors, sel_stride = _compact(p.index, nb)
-    # int32 selectors are read as they are (the kernels check their range)
-    selectors = selectors if selectors.dtype == cupy.int32 else _safe_int32(selectors, p.K)
-    maps, maps_stride = _compact(p.maps, nb)
-    maps = _safe_int32(maps, p.N)
+    selectors, sel_stride, maps, maps_stride = _dictionary(p, nb)
     limit = _attr("MaxSharedMemoryPerBlockOptin")
     if p.K * p.N * 4 + extra_smem_per_lane * p.N <= limit:
         return Indexing(selectors, sel_stride, 4, True, maps, maps_stride, p.K)
@@ -341,13 +347,9 @@ def run_vjp(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x0_str
 def dictionary_grads(value, p, u, v):
     """grad_w (S, L, K) and grad_q (S, K, N, N) of the straight-through dictionary
     form from the rank-one factors u, v (S, L, N) (``pdscan_ste.cu``)."""
-    nb = len(p.batch_shape)
     u = cupy.ascontiguousarray(u.reshape(p.S, p.L, p.N))
     v = cupy.ascontiguousarray(v.reshape(p.S, p.L, p.N))
-    selectors, sel_stride = _compact(p.index, nb)
-    selectors = selectors if selectors.dtype == cupy.int32 else _safe_int32(selectors, p.K)
-    maps, maps_stride = _compact(p.maps, nb)
-    maps = _safe_int32(maps, p.N)
+    selectors, sel_stride, maps, maps_stride = _dictionary(p, len(p.batch_shape))
     grad_w = cupy.empty((p.S, p.L, p.K), u.dtype)
     grad_q = cupy.empty((p.S, p.K, p.N, p.N), u.dtype)
     name_w, name_q = K.dict_grad_names(value)

@@ -11,14 +11,7 @@
 
 namespace pd {
 
-__device__ __forceinline__ float shfl_down(float v, int by) { return __shfl_down_sync(0xffffffffu, v, by); }
-__device__ __forceinline__ double shfl_down(double v, int by) { return __shfl_down_sync(0xffffffffu, v, by); }
-template <typename R>
-__device__ __forceinline__ complex_t<R> shfl_down(complex_t<R> v, int by) {
-  return {shfl_down(v.re, by), shfl_down(v.im, by)};
-}
-
-// One warp per (sequence, step) row; ROWS_PER_BLOCK rows a block.  u, v: (rows, N)
+// One warp per (sequence, step) row, blockDim.x / 32 rows a block.  u, v: (rows, N)
 // C-contiguous; maps: int32 (S or 1, K, N) at maps_stride per sequence; out: (rows, K).
 template <typename T>
 __global__ void pd_dict_grad_w(const T* __restrict__ u, const T* __restrict__ v, const int* __restrict__ maps,
@@ -36,7 +29,7 @@ __global__ void pd_dict_grad_w(const T* __restrict__ u, const T* __restrict__ v,
       if (i >= 0 && i < N) acc = add(acc, mul(ur[i], vr[j]));
     }
 #pragma unroll
-    for (int by = 16; by > 0; by >>= 1) acc = add(acc, shfl_down(acc, by));
+    for (int by = 16; by > 0; by >>= 1) acc = add(acc, shfl(acc, lane ^ by));  // butterfly
     if (lane == 0) out[row * K + k] = acc;
   }
 }
