@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("pdscan_kernels.cu", "pdscan_lookback.cu", "pdscan_ste.cu")
+SOURCES = ("pdscan_kernels.cu", "pdscan_lookback.cu", "pdscan_pipe.cu", "pdscan_ste.cu")
 VALUE_TYPES = {
     "float32": "float",
     "float64": "double",
@@ -74,6 +74,23 @@ def lookback_name(value: str, index_width: int, kind: str, maps: bool, e: int, s
             f"{KINDS[kind]}, {'true' if maps else 'false'}, {e}>")
 
 
+#: -DNAME=VALUE flags for NVRTC (kernel variants for experiments), as NAME: VALUE
+DEFINES = dict((flag.split("=", 1) + ["1"])[:2] for flag in os.environ.get("PDSCAN_CUDA_DEFINES", "").split(",")
+               if flag)
+
+#: E of the pipelined forward (a one-warp consumer: N <= 32 E) and its ring of tiles,
+#: filled by producer warps, as in pdscan_pipe.cu
+PIPE_LANES = (1, 2, 4)
+PIPE_STAGES = int(DEFINES.get("PD_PIPE_STAGES", 6))
+PIPE_THREADS = 32 * (1 + int(DEFINES.get("PD_PIPE_PRODUCERS", 2)))
+
+
+def pipe_name(value: str, index_width: int, kind: str, maps: bool, e: int, track: bool) -> str:
+    """The pipelined forward (a producer and a consumer warp per sequence or chunk)."""
+    return (f"pd::pd_scan_pipe<{VALUE_TYPES[value]}, {index_width}, {KINDS[kind]}, "
+            f"{'true' if maps else 'false'}, {e}, {'true' if track else 'false'}>")
+
+
 #: (i, j) pairs of the dictionary gradient each thread of pd_dict_grad_q sums
 DICT_GRAD_Q_PER_THREAD = 4
 
@@ -100,6 +117,8 @@ def all_names(*, every_e: bool = False):
                 e == 2 and ((not maps and not track) or width == 4))
             if wanted:
                 names.add(scan_name(value, width, kind, maps, e, track))
+                if e in PIPE_LANES:
+                    names.add(pipe_name(value, width, kind, maps, e, track))
                 if not track:
                     names.add(vjp_name(value, width, kind, maps, e))
                     if e in LOOKBACK_LANES:
@@ -117,8 +136,8 @@ def source() -> str:
     return "\n".join([header] + bodies)
 
 
-NVRTC_OPTIONS = ("--std=c++17",) + tuple(
-    f"-D{flag}" for flag in os.environ.get("PDSCAN_CUDA_DEFINES", "").split(",") if flag)
+NVRTC_OPTIONS = ("--std=c++17",) + tuple(f"-D{name}={value}" for name, value in DEFINES.items()) + (
+    ("-lineinfo",) if os.environ.get("PDSCAN_CUDA_LINEINFO", "0") not in ("", "0") else ())  # for compute-sanitizer
 
 
 def kernel(name: str):

@@ -47,6 +47,18 @@ LOOKBACK_MIN_SEQUENCES = int(os.environ.get("PDSCAN_CUDA_LOOKBACK_MIN_SEQUENCES"
 STREAM_SEQUENCES_PER_SM = float(os.environ.get("PDSCAN_CUDA_STREAM_SEQUENCES_PER_SM", "8"))
 #: shared memory a tile's staged inputs may take (sets the tile length)
 TILE_BYTES = int(os.environ.get("PDSCAN_CUDA_TILE_BYTES", str(10 * 1024)))
+#: the pipelined forward (pdscan_pipe.cu, N <= 128): None takes it wherever it applies,
+#: False never (tests and benchmarks force the older schedules with it)
+use_pipe: bool | None = None
+#: its tile length forced by tests (None: from PIPE_TILE_BYTES)
+force_tile_len: int | None = None
+#: shared memory one tile of the pipelined scan's ring may take (sets the tile length)
+PIPE_TILE_BYTES = int(os.environ.get("PDSCAN_CUDA_PIPE_TILE_BYTES", str(32 * 1024)))
+#: fewer sequences than multiprocessors are cut into chunks of time (at least
+#: PIPE_MIN_CHUNK steps) for PIPE_BLOCKS_PER_SM blocks per multiprocessor, three
+#: launches as in ``plan``; measured on the H100 (docs/benchmarks.md)
+PIPE_BLOCKS_PER_SM = float(os.environ.get("PDSCAN_CUDA_PIPE_BLOCKS_PER_SM", "4"))
+PIPE_MIN_CHUNK = int(os.environ.get("PDSCAN_CUDA_PIPE_MIN_CHUNK", "256"))
 #: scatter without float atomics (bitwise reproducible); gather mode always is
 deterministic: bool = os.environ.get("PDSCAN_CUDA_DETERMINISTIC", "0") not in ("", "0")
 
@@ -273,9 +285,101 @@ def run_lookback(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, 
                                              _i32(L), _i32(N), _i32(tile), _i32(C), _i32(S), _i32(flags)))
 
 
+def pipe_plan(S, L):
+    """(chunks, chunk length) of the pipelined scan for S sequences of L steps."""
+    if force_chunk_len is not None:
+        chunk = force_chunk_len or L
+        return -(-L // chunk), chunk
+    sms = _attr("MultiProcessorCount")
+    if S >= sms or L < 2 * PIPE_MIN_CHUNK:
+        return 1, L
+    chunks = min(-(-int(PIPE_BLOCKS_PER_SM * sms) // S), L // PIPE_MIN_CHUNK)
+    chunk = -(-L // chunks)
+    return -(-L // chunk), chunk
+
+
+def _pipe_rows(ix, itemsize, kind, N):
+    """(lanes per row NB, d/b row pitch, a step's table) in bytes, as in pdscan_pipe.cu."""
+    e = K.lanes_per_thread(N)
+    nb = -(-N // e) * e
+    table = _round16(4 * nb) if kind == "gather" else _round16(16 * nb + 4 * e * nb + 4 * e)
+    return nb, _round16(itemsize * nb), table
+
+
+def pipe_smem(ix, itemsize, kind, track, N, tile):
+    """Shared bytes of a pd_scan_pipe block (the layout of pdscan_pipe.cu's pipe_smem)."""
+    r16 = _round16
+    nb, pitch, table = _pipe_rows(ix, itemsize, kind, N)
+    slot = r16(4 * tile if ix.uses_maps else ix.width * tile * N) + 2 * pitch * tile
+    if not ix.uses_maps:
+        slot += table * tile + (r16(tile) if kind == "scatter" else 0)
+    smem = K.PIPE_STAGES * slot
+    if ix.uses_maps:
+        smem += r16(4 * ix.k * N) + table * (ix.k + 1) + (r16(ix.k + 1) if kind == "scatter" else 0)
+    exchange = r16(itemsize * (nb + 2))
+    smem += 2 * exchange
+    if track and kind == "gather":
+        smem += 2 * exchange + 2 * r16(4 * (nb + 2))
+    return smem
+
+
+def pipe_tile(ix, itemsize, kind, N, longest, units):
+    """The tile length of the pipelined scan: a tile's inputs and step tables in
+    PIPE_TILE_BYTES, and small enough for the blocks of ``units`` to be resident
+    together (up to 4 a multiprocessor), at most the longest unit."""
+    if force_tile_len is not None:
+        return max(1, min(force_tile_len, longest))
+    _, pitch, table = _pipe_rows(ix, itemsize, kind, N)
+    step = (4 if ix.uses_maps else ix.width * N + table + 1) + 2 * pitch
+    resident = min(4, max(1, -(-units // _attr("MultiProcessorCount"))))
+    fixed = pipe_smem(ix, itemsize, kind, True, N, 0)
+    room = (_attr("MaxSharedMemoryPerMultiprocessor") // resident - 1024 - fixed) // K.PIPE_STAGES
+    return max(1, min(64, PIPE_TILE_BYTES // step, room // step, longest))
+
+
+def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags):
+    """The forward through pd_scan_pipe (chunked over time for few sequences); False
+    where it does not apply (N over 128, or shared memory too small)."""
+    e = K.lanes_per_thread(N)
+    if use_pipe is False or N > 32 * max(K.PIPE_LANES):
+        return False
+    chunks, chunk = pipe_plan(S, L)
+    tile = pipe_tile(ix, d.itemsize, kind, N, chunk, S * chunks)
+    limit = _attr("MaxSharedMemoryPerBlockOptin")
+    if max(pipe_smem(ix, d.itemsize, kind, track, N, tile) for track in (False, chunks > 1)) > limit:
+        return False
+    index_row = 4 if ix.uses_maps else ix.width * N
+    row = d.itemsize * N
+    inputs = (ix.index, _i64(ix.index_stride), _i32(_grain(ix.index, ix.index_stride, index_row)),
+              ix.maps if ix.maps is not None else NULL, _i64(ix.maps_stride), _i32(ix.k),
+              d, _i64(d_stride), _i32(_grain(d, d_stride, row)), b, _i64(b_stride), _i32(_grain(b, b_stride, row)))
+    chain = None
+    if chunks > 1:
+        # the summaries of every chunk but the last, then their scan into each chunk's start
+        agg_index = cupy.empty((S, chunks - 1, N), cupy.int32)
+        agg_d = cupy.empty((S, chunks - 1, N), d.dtype)
+        agg_b = cupy.empty((S, chunks - 1, N), d.dtype)
+        _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, True), S * (chunks - 1), K.PIPE_THREADS,
+                pipe_smem(ix, d.itemsize, kind, True, N, tile),
+                inputs + (NULL, _i64(0), NULL, NULL, _i64(0), agg_index, agg_d, agg_b,
+                          _i32(L), _i32(N), _i32(chunk), _i32(chunks - 1), _i32(chunks), _i32(tile), _i32(flags)))
+        chain = cupy.empty((S, chunks - 1, N), d.dtype)
+        step = (chunks - 1) * N
+        run_scan(value, kind, Indexing(agg_index, step, 4, True), agg_d, step, agg_b, step,
+                 x0, x0_stride, chain, S, chunks - 1, N, flags & K.F_DETERMINISTIC | K.F_SIGNED_INDEX)
+    _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, False), S * chunks, K.PIPE_THREADS,
+            pipe_smem(ix, d.itemsize, kind, False, N, tile),
+            inputs + (x0 if x0 is not None else NULL, _i64(x0_stride), chain if chain is not None else NULL,
+                      out, _i64(L * N), NULL, NULL, NULL,
+                      _i32(L), _i32(N), _i32(chunk), _i32(chunks), _i32(chunks), _i32(tile), _i32(flags)))
+    return True
+
+
 def run_scan(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags):
     """x = scan of (ix, d, b) from x0 into ``out`` (S, L, N) C-contiguous."""
     if not flags & K.F_PRE_ADD:
+        if run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags):
+            return
         lookback = lookback_plan(ix, d.itemsize, kind, S, L, N)
         if lookback is not None:
             run_lookback(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags, *lookback)

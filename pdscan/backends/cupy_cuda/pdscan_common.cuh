@@ -95,27 +95,26 @@ template <> struct index_word<4> { typedef unsigned int type; };
 template <> struct index_word<8> { typedef unsigned long long type; };
 
 // The lane an index word names, or -1 when it is outside [0, n).  8-byte words read
-// as signed: an unsigned value >= 2^63 is out of range either way.
+// as signed: an unsigned value >= 2^63 is out of range either way.  One unsigned
+// comparison: a negative word, widened, is larger than any n.
 template <int IW>
 __device__ __forceinline__ int lane_of(typename index_word<IW>::type raw, bool is_signed, int n) {
-  long long v;
-  if (IW == 8) {
-    v = (long long)raw;
-  } else if (is_signed) {
-    v = IW == 1 ? (long long)(signed char)raw : IW == 2 ? (long long)(short)raw : (long long)(int)raw;
-  } else {
-    v = (long long)raw;
-  }
-  return (v >= 0 && v < (long long)n) ? (int)v : -1;
+  if (IW == 8) return (unsigned long long)raw < (unsigned long long)n ? (int)raw : -1;
+  unsigned v = (unsigned)raw;
+  if (is_signed) v = IW == 1 ? (unsigned)(int)(signed char)raw : IW == 2 ? (unsigned)(int)(short)raw : v;
+  return v < (unsigned)n ? (int)v : -1;
 }
 
-// one barrier for the team: a warp needs no block-wide barrier
-__device__ __forceinline__ void team_sync() {
+// One barrier for a team of `nthreads` threads: a one-warp team needs no block-wide
+// barrier (and must not take one where other warps of its block do other work).
+__device__ __forceinline__ void team_sync(int nthreads) {
 #ifdef PD_BLOCK_SYNC_ONLY
-  __syncthreads();
-  return;
+  if (nthreads == blockDim.x) {
+    __syncthreads();
+    return;
+  }
 #endif
-  if (blockDim.x == 32) {
+  if (nthreads == 32) {
     __syncwarp();
   } else {
     __syncthreads();
@@ -128,9 +127,8 @@ __device__ __forceinline__ void team_sync() {
 // inlined into every step of the unrolled loops it would multiply the code (and
 // the compile time) of every scatter kernel for an option most calls don't use.
 template <typename T, int E>
-__device__ __noinline__ void scatter_add_ordered(T* acc, const int* target, const T* value, int n) {
-  const int nthreads = blockDim.x;
-  const int tid = threadIdx.x;
+__device__ __noinline__ void scatter_add_ordered(T* acc, const int* target, const T* value, int n, int tid,
+                                                 int nthreads) {
   const int warp = tid >> 5;
   const int lane_id = tid & 31;
   const int warps = nthreads >> 5;
@@ -163,19 +161,17 @@ __device__ __noinline__ void scatter_add_ordered(T* acc, const int* target, cons
   if (warps == 1) __syncwarp();
 }
 
-// acc[target[e]] += value[e] for the E lanes of every thread of the team, then a
-// barrier.  An invalid target (-1) adds NaN to the thread's own lane so that the
-// step's state shows it.  Fast path: shared-memory float atomics (the order of
+// acc[target[e]] += value[e] for the E lanes of every thread of the team (thread
+// `tid` of `nthreads` owns lanes e * nthreads + tid), then a barrier.  An invalid
+// target (-1) adds NaN to the thread's own lane so that the step's state shows it.  Fast path: shared-memory float atomics (the order of
 // colliding additions varies); ``deterministic``: scatter_add_ordered.
 template <typename T, int E>
 __device__ __forceinline__ void scatter_add_sync(T* acc, const int (&target)[E], const T (&value)[E],
-                                                 int n, bool deterministic) {
+                                                 int n, bool deterministic, int tid, int nthreads) {
   if (deterministic) {
-    scatter_add_ordered<T, E>(acc, target, value, n);
+    scatter_add_ordered<T, E>(acc, target, value, n, tid, nthreads);
     return;
   }
-  const int nthreads = blockDim.x;
-  const int tid = threadIdx.x;
 #pragma unroll
   for (int e = 0; e < E; ++e) {
     const int lane = e * nthreads + tid;
@@ -184,7 +180,77 @@ __device__ __forceinline__ void scatter_add_sync(T* acc, const int (&target)[E],
       atomic_add(acc + (t >= 0 ? t : lane), t >= 0 ? value[e] : nan_of(T()));
     }
   }
-  team_sync();
+  team_sync(nthreads);
 }
+
+// ------------------------------------------------------------------ one-warp teams
+__device__ __forceinline__ long long round16(long long bytes) { return (bytes + 15) & ~15LL; }
+
+__device__ __forceinline__ unsigned shared_address(const void* p) {
+  return (unsigned)__cvta_generic_to_shared(p);
+}
+
+// Copy `bytes` from global to shared memory, in units of `grain` bytes (16, 8 or
+// 4: cp.async; 0: the region is not 4-byte aligned, plain byte copies).  The
+// launcher picks the largest grain that divides every address the launch copies.
+// The copies are spread over the `nthreads` threads of the caller's team (`tid` its own).
+__device__ __forceinline__ void stage(void* dst, const void* src, long long bytes, int grain, int tid,
+                                      int nthreads) {
+  char* to = (char*)dst;
+  const char* from = (const char*)src;
+  if (grain == 16) {
+    for (long long o = 16LL * tid; o < bytes; o += 16LL * nthreads)
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared_address(to + o)), "l"(from + o));
+  } else if (grain == 8) {
+    for (long long o = 8LL * tid; o < bytes; o += 8LL * nthreads)
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(shared_address(to + o)), "l"(from + o));
+  } else if (grain == 4) {
+    for (long long o = 4LL * tid; o < bytes; o += 4LL * nthreads)
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(shared_address(to + o)), "l"(from + o));
+  } else {
+    for (long long o = tid; o < bytes; o += nthreads) to[o] = from[o];
+  }
+}
+
+// One step of the recurrence x <- A x + b for a one-warp team (warp 0 of its
+// block), A = (sig, dv) of the given kind, exchanging through `buf` (N values).  An invalid target (-1) makes the lanes it touches NaN.
+template <typename T, int KIND, int E>
+__device__ __forceinline__ void step(T (&x)[E], const int (&sig)[E], const T (&dv)[E], const T (&bv)[E],
+                                     T* buf, int N, bool det) {
+  const int tid = threadIdx.x;
+  if (KIND == GATHER) {
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const int lane = e * 32 + tid;
+      if (lane < N) buf[lane] = x[e];
+    }
+    __syncwarp();
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const int lane = e * 32 + tid;
+      if (lane < N) x[e] = sig[e] >= 0 ? add(mul(dv[e], buf[sig[e]]), bv[e]) : nan_of(T());
+    }
+  } else {
+    T v[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const int lane = e * 32 + tid;
+      v[e] = mul(dv[e], x[e]);
+      if (lane < N) buf[lane] = T();
+    }
+    __syncwarp();
+    scatter_add_sync<T, E>(buf, sig, v, N, det, tid, 32);
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const int lane = e * 32 + tid;
+      if (lane < N) x[e] = add(buf[lane], bv[e]);
+    }
+  }
+}
+
+// Step tables (scatter as a gather): up to RCAP sources per target row.
+constexpr int RCAP = 8;
+constexpr unsigned char NO_SOURCE = 0xff;
+constexpr unsigned char ATOMIC_STEP = 0xff;
 
 }  // namespace pd

@@ -43,68 +43,6 @@ __device__ __forceinline__ complex_t<R> load_published(const complex_t<R>* p) {
   return {__ldcg(&p->re), __ldcg(&p->im)};
 }
 
-__device__ __forceinline__ unsigned shared_address(const void* p) {
-  return (unsigned)__cvta_generic_to_shared(p);
-}
-
-// Copy `bytes` from global to shared memory, in units of `grain` bytes (16, 8 or
-// 4: cp.async; 0: the region is not 4-byte aligned, plain byte copies).  The
-// launcher picks the largest grain that divides every address the launch copies.
-__device__ __forceinline__ void stage(void* dst, const void* src, long long bytes, int grain) {
-  const int tid = threadIdx.x, nthreads = blockDim.x;
-  char* to = (char*)dst;
-  const char* from = (const char*)src;
-  if (grain == 16) {
-    for (long long o = 16LL * tid; o < bytes; o += 16LL * nthreads)
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared_address(to + o)), "l"(from + o));
-  } else if (grain == 8) {
-    for (long long o = 8LL * tid; o < bytes; o += 8LL * nthreads)
-      asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(shared_address(to + o)), "l"(from + o));
-  } else if (grain == 4) {
-    for (long long o = 4LL * tid; o < bytes; o += 4LL * nthreads)
-      asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(shared_address(to + o)), "l"(from + o));
-  } else {
-    for (long long o = tid; o < bytes; o += nthreads) to[o] = from[o];
-  }
-}
-
-// One step of the recurrence x <- A x + b for a one-warp team, A = (sig, dv) of
-// the given kind, exchanging through `buf` (N values; zero on entry and on exit
-// in scatter mode).  An invalid target (-1) makes the lanes it touches NaN.
-template <typename T, int KIND, int E>
-__device__ __forceinline__ void step(T (&x)[E], const int (&sig)[E], const T (&dv)[E], const T (&bv)[E],
-                                     T* buf, int N, bool det) {
-  const int tid = threadIdx.x;
-  if (KIND == GATHER) {
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      const int lane = e * 32 + tid;
-      if (lane < N) buf[lane] = x[e];
-    }
-    __syncwarp();
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      const int lane = e * 32 + tid;
-      if (lane < N) x[e] = sig[e] >= 0 ? add(mul(dv[e], buf[sig[e]]), bv[e]) : nan_of(T());
-    }
-  } else {
-    T v[E];
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      const int lane = e * 32 + tid;
-      v[e] = mul(dv[e], x[e]);
-      if (lane < N) buf[lane] = T();
-    }
-    __syncwarp();
-    scatter_add_sync<T, E>(buf, sig, v, N, det);
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      const int lane = e * 32 + tid;
-      if (lane < N) x[e] = add(buf[lane], bv[e]);
-    }
-  }
-}
-
 // ---------------------------------------------------------------- scatter as a gather
 // A tile's index is known before its steps run, so scatter mode's collisions can be
 // resolved off the recurrence's critical path: for every step and target row, the
@@ -112,10 +50,6 @@ __device__ __forceinline__ void step(T (&x)[E], const int (&sig)[E], const T (&d
 // then a gather of up to R terms, summed in a fixed order: as fast as gather mode
 // and bitwise reproducible.  A step with more than RCAP sources on one row, or with
 // an out-of-range index, is marked and runs the atomic scatter instead.
-constexpr int RCAP = 8;
-constexpr unsigned char NO_SOURCE = 0xff;
-constexpr unsigned char ATOMIC_STEP = 0xff;
-
 struct source_table {
   unsigned char* src;    // rows * N * RCAP: src[(r * N + i) * RCAP + k], the k-th source of row i
   unsigned char* terms;  // rows: how many terms the step sums (ATOMIC_STEP: use atomics)
@@ -248,8 +182,6 @@ struct staged_tile {
   __device__ __forceinline__ T d_at(int r, int pos) const { return conj_if(d[(long long)r * N + pos], conj); }
 };
 
-__device__ __forceinline__ long long round16(long long bytes) { return (bytes + 15) & ~15LL; }
-
 // Shared memory of a team, mirrored by the launcher's lookback_smem():
 // [staged tiles: index rows | d rows | b rows, `buffers` times] [maps] [exchange 2N]
 // [tracking 2N T + 2N int] [source table: rows * N * RCAP | rows | N int (scatter)]
@@ -351,13 +283,16 @@ __device__ __forceinline__ void stage_tile(const scan_inputs<T>& in, const team_
                                            long long s, long long t_lo, int count, int N) {
   typedef typename index_word<IW>::type word;
   if (MAPS) {
-    stage(sm.index(buffer), (const int*)in.index + s * in.index_stride + t_lo, 4LL * count, in.index_grain);
+    stage(sm.index(buffer), (const int*)in.index + s * in.index_stride + t_lo, 4LL * count, in.index_grain,
+          threadIdx.x, 32);
   } else {
     stage(sm.index(buffer), (const word*)in.index + s * in.index_stride + t_lo * N, (long long)IW * count * N,
-          in.index_grain);
+          in.index_grain, threadIdx.x, 32);
   }
-  stage(sm.d(buffer), in.d + s * in.d_stride + t_lo * N, (long long)sizeof(T) * count * N, in.d_grain);
-  stage(sm.b(buffer), in.b + s * in.b_stride + t_lo * N, (long long)sizeof(T) * count * N, in.b_grain);
+  stage(sm.d(buffer), in.d + s * in.d_stride + t_lo * N, (long long)sizeof(T) * count * N, in.d_grain,
+        threadIdx.x, 32);
+  stage(sm.b(buffer), in.b + s * in.b_stride + t_lo * N, (long long)sizeof(T) * count * N, in.b_grain,
+        threadIdx.x, 32);
   asm volatile("cp.async.commit_group;" ::: "memory");
 }
 

@@ -1,0 +1,504 @@
+// The pipelined forward scan: one block of three warps per unit (a whole
+// sequence, or one chunk of its time).
+//
+//   warps 1 and 2, the producers, take tiles of T steps in turn (even and odd):
+//   each copies its tiles' inputs (index words or selectors, d, b) into its
+//   PIPE_STAGES / 2 shared-memory slots with asynchronous copies, ahead of their
+//   use, and turns each step's index into what the consumer reads directly: in
+//   gather mode the byte offset of every lane's source in the exchange buffer; in
+//   scatter mode the table of every row's sources (their offsets, in lane order);
+//   warp 0, the consumer, runs the recurrence out of the slots and writes x.
+//
+// Why: a one-warp team is bound by the instructions of its step, issued one after
+// another (docs/benchmarks.md).  Here the consumer's step is only the exchange of
+// the state: vector loads of its lanes' operands, a store, a warp barrier, one
+// load per source and the arithmetic.  Decoding, range checks and collision
+// bookkeeping run on the producer.  The consumer's thread `tid` owns the E
+// adjacent lanes E tid .. E tid + E - 1, so its operands are single vector
+// accesses.  Scatter sums each row's sources in lane order: bitwise reproducible
+// (a step with a row of more than RCAP sources, or an out-of-range index, walks
+// the row's bit set of sources instead, in the same order).
+//
+// Two producers, as building scatter tables takes about as long as running the
+// steps.  The consumer and a slot's producer meet at named barriers: FULL(slot)
+// once the slot's tile and tables are in place, EMPTY(slot) once the consumer is
+// done with it (barrier 0 stays __syncthreads').  TRACK: write the unit's summary (transform, state from zero)
+// instead of x, as pd_scan<..., TRACK> does.  The forward only: no F_PRE_ADD, no
+// F_CONJ.
+#include "pdscan_common.cuh"
+
+namespace pd {
+
+// slots: tile j in j % PIPE_STAGES, from producer j % PIPE_PRODUCERS (a divisor of
+// PIPE_STAGES); 1 + 2 PIPE_STAGES named barriers of the 16.  Defines for experiments.
+#ifndef PD_PIPE_STAGES
+#define PD_PIPE_STAGES 6
+#endif
+#ifndef PD_PIPE_PRODUCERS
+#define PD_PIPE_PRODUCERS 2
+#endif
+constexpr int PIPE_STAGES = PD_PIPE_STAGES;
+constexpr int PIPE_PRODUCERS = PD_PIPE_PRODUCERS;
+static_assert(PIPE_STAGES % PIPE_PRODUCERS == 0 && PIPE_STAGES / PIPE_PRODUCERS >= 2 && 1 + 2 * PIPE_STAGES <= 16,
+              "each producer owns at least two slots; the barriers fit in 16");
+constexpr int PIPE_THREADS = 32 * (1 + PIPE_PRODUCERS);
+constexpr unsigned char WALK_MASKS = 0xff;  // a step's `terms`: use the bit sets
+
+__device__ __forceinline__ void named_sync(int id) { asm volatile("bar.sync %0, 64;" ::"r"(id) : "memory"); }
+__device__ __forceinline__ void named_arrive(int id) { asm volatile("bar.arrive %0, 64;" ::"r"(id) : "memory"); }
+__device__ __forceinline__ int full_barrier(int slot) { return 1 + slot; }
+__device__ __forceinline__ int empty_barrier(int slot) { return 1 + PIPE_STAGES + slot; }
+
+// E adjacent values as one aligned access (a 16-byte vector, two, or smaller)
+template <typename V, int E>
+struct alignas(E * sizeof(V) >= 16 ? 16 : E * sizeof(V)) pack {
+  V v[E];
+};
+template <typename V, int E>
+__device__ __forceinline__ pack<V, E> load_pack(const V* p) {
+  return *(const pack<V, E>*)p;
+}
+template <typename V, int E>
+__device__ __forceinline__ void store_pack(V* p, const V (&v)[E]) {
+  pack<V, E> q;
+#pragma unroll
+  for (int e = 0; e < E; ++e) q.v[e] = v[e];
+  *(pack<V, E>*)p = q;
+}
+
+// Shared memory of a block, mirrored by the launcher's pipe_smem().  Rows of lanes
+// are NB = N rounded up to E entries, their pitch a multiple of 16 bytes.
+//   slot (PIPE_STAGES): [index words | d rows | b rows | gather: offsets rows
+//                        | scatter: source rows (RCAP u16) | bit-set rows (E words) | invalid lanes (E words) | terms]
+//   [maps K N] [their tables, K + 1 entries (entry K: a selector out of range)]
+//   [exchange 2 x (NB + 2): entry NB stays 0, NB + 1 NaN] [tracking (gather summaries)]
+template <typename T, int IW, int KIND, bool MAPS, int E, bool TRACK>
+struct pipe_smem {
+  typedef typename index_word<IW>::type word;
+  int NB, tile_len, K;
+  long long values_pitch, step_table_bytes, index_bytes, values_bytes, slot_bytes, exchange_stride;
+  unsigned char* slots;
+  int* maps;
+  unsigned char* map_tables;
+  unsigned char* exchange;
+  unsigned char* track_d;  // 2 halves of round16(sizeof(T) (NB + 2)) bytes
+  unsigned char* track_s;  // 2 halves of round16(4 (NB + 2)) bytes
+
+  __device__ pipe_smem(unsigned char* p, int tile_len_, int N, int K_) : tile_len(tile_len_), K(K_) {
+    NB = (N + E - 1) / E * E;
+    values_pitch = round16((long long)sizeof(T) * NB);
+    // a step's table: gather: offsets; scatter: sources, bit sets, lanes out of range
+    step_table_bytes = KIND == GATHER ? round16(4LL * NB) : round16(16LL * NB + 4LL * E * NB + 4LL * E);
+    index_bytes = round16(MAPS ? 4LL * tile_len : (long long)IW * tile_len * N);
+    values_bytes = values_pitch * tile_len;
+    slot_bytes = index_bytes + 2 * values_bytes;
+    if (!MAPS) slot_bytes += step_table_bytes * tile_len + (KIND == SCATTER ? round16(tile_len) : 0);
+    slots = p;
+    p += PIPE_STAGES * slot_bytes;
+    maps = (int*)p;
+    map_tables = p + round16(4LL * K * N);
+    if (MAPS) p = map_tables + step_table_bytes * (K + 1) + (KIND == SCATTER ? round16(K + 1) : 0);
+    exchange = p;
+    exchange_stride = round16((long long)sizeof(T) * (NB + 2));
+    p += 2 * exchange_stride;
+    track_d = p;
+    track_s = p + 2 * exchange_stride;
+    if (TRACK && KIND == GATHER) p += 2 * exchange_stride + 2 * round16(4LL * (NB + 2));
+  }
+  __device__ unsigned char* slot(int s) const { return slots + s * slot_bytes; }
+  __device__ word* index(int s) const { return (word*)slot(s); }
+  __device__ T* d(int s) const { return (T*)(slot(s) + index_bytes); }
+  __device__ T* b(int s) const { return (T*)(slot(s) + index_bytes + values_bytes); }
+  // the table of step r of slot s and the steps' terms; those of dictionary entry k
+  __device__ unsigned char* table(int s, int r) const {
+    return slot(s) + index_bytes + 2 * values_bytes + r * step_table_bytes;
+  }
+  __device__ unsigned char* terms(int s) const { return table(s, tile_len); }
+  __device__ unsigned char* map_table(int k) const { return map_tables + k * step_table_bytes; }
+  __device__ unsigned char* map_terms() const { return map_table(K + 1); }
+};
+
+// Copy `rows` rows of `row_bytes` (contiguous in global memory) to shared rows
+// `pitch` bytes apart, in units of `grain` bytes, over the producer warp.
+__device__ __forceinline__ void stage_rows(void* dst, long long pitch, const void* src, long long row_bytes,
+                                           int rows, int grain, int lane_id) {
+  if (pitch == row_bytes) {
+    stage(dst, src, row_bytes * rows, grain, lane_id, 32);
+    return;
+  }
+  for (int r = 0; r < rows; ++r)
+    stage((char*)dst + r * pitch, (const char*)src + r * row_bytes, row_bytes, grain, lane_id, 32);
+}
+
+// The tables of `rows` steps, written by the producer warp; target(r, lane) is
+// the row lane `lane` of step r lands on (-1: out of range).  Step r's table
+// (`stride` bytes apart) holds
+//   gather: offsets[i], the byte offset of lane i's source in the exchange (NB + 1,
+//           the NaN entry, when out of range; NB, the zero entry, past N);
+//   scatter: sources[i * RCAP + k] (u16), the byte offset of row i's k-th source in
+//           lane order (NB where there is none), the bit sets masks[i * E + w] of the
+//           row's sources and inv[w] of the lanes out of range; terms[r] is the most
+//           sources of any row, or WALK_MASKS when over RCAP or when a lane is out of range.
+// Scatter tables are built in three passes over all the rows (clear, set the bits,
+// rank each source by a population count of its row's bits below it), so a warp
+// barrier separates passes rather than steps, and the rows' latencies overlap.
+template <typename T, int KIND, int E, typename Target>
+__device__ __forceinline__ void write_tables(const Target& target, int rows, unsigned char* tables, long long stride,
+                                             unsigned char* terms, int N, int NB, int lane_id) {
+  if (KIND == GATHER) {
+    for (int r = 0; r < rows; ++r) {
+      int* offsets = (int*)(tables + r * stride);
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        const int lane = e * 32 + lane_id;
+        if (lane < NB) {
+          const int t = lane < N ? target(r, lane) : -1;
+          offsets[lane] = (lane >= N ? NB : t >= 0 ? t : NB + 1) * (int)sizeof(T);
+        }
+      }
+    }
+    return;
+  }
+  const unsigned none = 0x10001u * (unsigned)(NB * sizeof(T));
+  const uint4 none4 = make_uint4(none, none, none, none);
+  // lane e * 32 + lane_id of a row's NB (<= 32 E) is this thread's: loops over e unroll
+  __syncwarp();  // the consumer reads tables only after FULL; this warp's earlier reads are done
+  for (int r = 0; r < rows; ++r) {
+    unsigned char* table = tables + r * stride;
+    unsigned* masks = (unsigned*)(table + 16LL * NB);
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const int i = e * 32 + lane_id;
+      if (i < NB) {
+        ((uint4*)table)[i] = none4;  // RCAP u16 = 16 bytes a row
+#pragma unroll
+        for (int w = 0; w < E; ++w) masks[i * E + w] = 0u;
+      }
+    }
+  }
+  __syncwarp();
+#pragma unroll 2
+  for (int r = 0; r < rows; ++r) {
+    unsigned* masks = (unsigned*)(tables + r * stride + 16LL * NB);
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const int lane = e * 32 + lane_id;
+      const int t = lane < N ? target(r, lane) : 0;
+      if (t >= 0 && lane < N) atomicOr(masks + t * E + e, 1u << lane_id);
+      const unsigned bad = __ballot_sync(0xffffffffu, t < 0);
+      if (lane_id == 0) masks[E * NB + e] = bad;
+    }
+  }
+  __syncwarp();
+  const unsigned lower = (1u << lane_id) - 1u;
+#pragma unroll 2
+  for (int r = 0; r < rows; ++r) {
+    unsigned char* table = tables + r * stride;
+    unsigned short* sources = (unsigned short*)table;
+    const unsigned* masks = (const unsigned*)(table + 16LL * NB);
+    int most = 0;
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const int lane = e * 32 + lane_id;
+      const int t = lane < N ? target(r, lane) : -1;
+      if (t >= 0) {
+        const pack<unsigned, E> row = load_pack<unsigned, E>(masks + t * E);
+        int rank = __popc(row.v[e] & lower);
+#pragma unroll
+        for (int w = 0; w < e; ++w) rank += __popc(row.v[w]);
+        if (rank < RCAP) sources[t * RCAP + rank] = (unsigned short)(lane * sizeof(T));
+      }
+      if (lane < NB) {
+        const pack<unsigned, E> own = load_pack<unsigned, E>(masks + lane * E);
+        int count = 0;
+#pragma unroll
+        for (int w = 0; w < E; ++w) count += __popc(own.v[w]);
+        most = max(most, count);
+      }
+    }
+    const pack<unsigned, E> inv = load_pack<unsigned, E>(masks + E * NB);
+    unsigned bad = 0u;
+#pragma unroll
+    for (int w = 0; w < E; ++w) bad |= inv.v[w];
+    most = __reduce_max_sync(0xffffffffu, (unsigned)most);
+    if (lane_id == 0) terms[r] = (bad != 0u || most > RCAP) ? WALK_MASKS : (unsigned char)most;
+  }
+}
+
+template <typename T, int IW, int KIND, bool MAPS, int E, bool TRACK>
+__global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
+    const void* __restrict__ index_raw, long long index_stride, int index_grain,
+    const int* __restrict__ maps, long long maps_stride, int K,
+    const T* __restrict__ d, long long d_stride, int d_grain,
+    const T* __restrict__ b, long long b_stride, int b_grain,
+    const T* __restrict__ x0, long long x0_stride,
+    const T* __restrict__ chain,
+    T* __restrict__ out, long long out_stride,
+    int* __restrict__ agg_index, T* __restrict__ agg_d, T* __restrict__ agg_b,
+    int L, int N, int chunk_len, int units_per_seq, int chunks, int tile_len, int flags) {
+  typedef typename index_word<IW>::type word;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  pipe_smem<T, IW, KIND, MAPS, E, TRACK> sm(smem_raw, tile_len, N, K);
+  const int NB = sm.NB;
+
+  const long long s = blockIdx.x / units_per_seq;
+  const int c = blockIdx.x % units_per_seq;
+  const int p0 = c * chunk_len;
+  const int count = min(L, p0 + chunk_len) - p0;
+  const int tiles = (count + tile_len - 1) / tile_len;
+  const bool rev = flags & F_REVERSE, is_signed = flags & F_SIGNED_INDEX;
+  // tile j: `rows` steps whose first row in memory is time t_lo
+  auto tile_at = [&](int j, long long& t_lo) {
+    const int rows = min(tile_len, count - j * tile_len);
+    t_lo = rev ? (long long)L - p0 - j * tile_len - rows : (long long)p0 + j * tile_len;
+    return rows;
+  };
+
+  for (int i = threadIdx.x; i < 2 * (NB + 2); i += PIPE_THREADS) {
+    T* half = (T*)(sm.exchange + (i / (NB + 2)) * sm.exchange_stride);
+    half[i % (NB + 2)] = (i % (NB + 2)) == NB + 1 ? nan_of(T()) : T();
+  }
+  if (TRACK && KIND == GATHER) {
+    for (int i = threadIdx.x; i < 2 * (NB + 2); i += PIPE_THREADS) {
+      const int at = i % (NB + 2), half = i / (NB + 2);
+      ((T*)(sm.track_d + half * sm.exchange_stride))[at] = at == NB + 1 ? nan_of(T()) : T();
+      ((int*)(sm.track_s + half * round16(4LL * (NB + 2))))[at] = -1;
+    }
+  }
+  if (MAPS) {
+    const int* my_maps = maps + s * maps_stride;
+    for (int i = threadIdx.x; i < K * N; i += PIPE_THREADS) sm.maps[i] = my_maps[i];
+  }
+  __syncthreads();
+
+  const int warp = threadIdx.x >> 5, lane_id = threadIdx.x & 31;
+  const int producer = warp - 1;  // its tiles: producer, producer + 2, ...
+  constexpr int OWN = PIPE_STAGES / PIPE_PRODUCERS;  // slots of a producer
+  auto issue = [&](int j) {
+    if (j < tiles) {
+      long long t_lo;
+      const int rows = tile_at(j, t_lo);
+      const int sl = j % PIPE_STAGES;
+      if (MAPS) {
+        stage(sm.index(sl), (const int*)index_raw + s * index_stride + t_lo, 4LL * rows, index_grain, lane_id, 32);
+      } else {
+        stage(sm.index(sl), (const word*)index_raw + s * index_stride + t_lo * N, (long long)IW * rows * N,
+              index_grain, lane_id, 32);
+      }
+      const long long row_bytes = (long long)sizeof(T) * N;
+      stage_rows(sm.d(sl), sm.values_pitch, d + s * d_stride + t_lo * N, row_bytes, rows, d_grain, lane_id);
+      stage_rows(sm.b(sl), sm.values_pitch, b + s * b_stride + t_lo * N, row_bytes, rows, b_grain, lane_id);
+    }
+    asm volatile("cp.async.commit_group;" ::: "memory");  // empty past the end: the counts stay uniform
+  };
+  if (warp > 0)
+    for (int m = 0; m < OWN - 1; ++m) issue(producer + PIPE_PRODUCERS * m);
+  if (MAPS && warp == 1) {
+    // entry K: every lane out of range (a selector out of range); the launcher
+    // made the dictionary's out-of-range entries -1
+    auto entry = [&](int k, int lane) { return k < K ? sm.maps[k * N + lane] : -1; };
+    write_tables<T, KIND, E>(entry, K + 1, sm.map_table(0), sm.step_table_bytes, sm.map_terms(), N, NB, lane_id);
+  }
+  if (MAPS) __syncthreads();  // the dictionary's tables are in place
+
+  if (warp > 0) {
+    // ------------------------------------------------------------ producers
+    for (int j = producer; j < tiles; j += PIPE_PRODUCERS) {
+      asm volatile("cp.async.wait_group %0;" ::"n"(OWN - 2) : "memory");  // tile j is in
+      __syncwarp();
+      const int sl = j % PIPE_STAGES;
+      if (!MAPS) {
+        long long t_lo;
+        const int rows = tile_at(j, t_lo);
+        const word* index = sm.index(sl);
+        auto decoded = [&](int r, int lane) { return lane_of<IW>(index[r * N + lane], is_signed, N); };
+        write_tables<T, KIND, E>(decoded, rows, sm.table(sl, 0), sm.step_table_bytes, sm.terms(sl), N, NB, lane_id);
+      }
+      named_arrive(full_barrier(sl));
+      // the next tile but one of this producer takes the slot of its previous tile
+      const int next = j + PIPE_PRODUCERS * (OWN - 1);
+      if (next < tiles && next >= PIPE_STAGES) named_sync(empty_barrier(next % PIPE_STAGES));
+      issue(next);
+    }
+    asm volatile("cp.async.wait_group 0;" ::: "memory");
+    return;
+  }
+
+  // -------------------------------------------------------------- consumer
+  const int tid = threadIdx.x;
+  const int own = E * tid;  // first lane of this thread
+  // threads past the last lane take part in the barriers only: they read lane 0's
+  // operands (every access in bounds) and store nothing
+  const bool active = own < N;
+  const int at = active ? own : 0;
+  T x[E];
+  int track_s[E];
+  T track_d[E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int lane = own + e;
+    x[e] = T();
+    if (!TRACK && lane < N) {
+      if (c > 0) {
+        x[e] = chain[(s * (chunks - 1) + c - 1) * (long long)N + lane];
+      } else if (x0 != nullptr) {
+        x[e] = x0[s * x0_stride + lane];
+      }
+    }
+    track_s[e] = lane < N ? lane : -1;
+    track_d[e] = one_of(T());
+  }
+  T* out_seq = out + s * out_stride;
+  // x rows are written as vectors where every row start is aligned for them
+  const bool vector_out = !TRACK && own + E <= N && (N * sizeof(T)) % alignof(pack<T, E>) == 0 &&
+                          ((unsigned long long)out_seq) % alignof(pack<T, E>) == 0;
+  int parity = 0;
+
+  for (int j = 0; j < tiles; ++j) {
+    const int sl = j % PIPE_STAGES;
+    long long t_lo;
+    const int rows = tile_at(j, t_lo);
+    const word* index = sm.index(sl);
+    const T* dt = sm.d(sl);
+    const T* bt = sm.b(sl);
+    const long long vp = sm.values_pitch / sizeof(T);
+    auto sigma = [&](int r, int pos) {
+      if (MAPS) {
+        const int sel = ((const int*)index)[r];
+        return (sel >= 0 && sel < K) ? sm.maps[sel * N + pos] : -1;
+      }
+      return lane_of<IW>(index[r * N + pos], is_signed, N);
+    };
+    // step r's table (of its dictionary entry with MAPS) and terms
+    auto table_of = [&](int r, int& terms) -> const unsigned char* {
+      if (MAPS) {
+        int sel = ((const int*)index)[r];
+        sel = (sel >= 0 && sel < K) ? sel : K;
+        if (KIND == SCATTER) terms = sm.map_terms()[sel];
+        return sm.map_table(sel);
+      }
+      if (KIND == SCATTER) terms = sm.terms(sl)[r];
+      return sm.table(sl, r);
+    };
+
+    named_sync(full_barrier(sl));
+    for (int i = 0; i < rows; ++i) {
+      const int r = rev ? rows - 1 - i : i;
+      int terms = 0;
+      const unsigned char* tab = table_of(r, terms);
+      const pack<T, E> dv = load_pack<T, E>(dt + r * vp + at);
+      const pack<T, E> bv = load_pack<T, E>(bt + r * vp + at);
+      unsigned char* buf = sm.exchange + parity * sm.exchange_stride;
+      if (KIND == GATHER) {
+        const pack<int, E> from = load_pack<int, E>((const int*)tab + at);
+        if (active) store_pack<T, E>((T*)buf + own, x);
+        if (TRACK) {
+          unsigned char* sbuf = sm.track_s + parity * round16(4LL * (NB + 2));
+          unsigned char* dbuf = sm.track_d + parity * sm.exchange_stride;
+#pragma unroll
+          for (int e = 0; e < E; ++e) {
+            if (active) {
+              ((int*)sbuf)[own + e] = track_s[e];
+              ((T*)dbuf)[own + e] = track_d[e];
+            }
+          }
+          __syncwarp();
+#pragma unroll
+          for (int e = 0; e < E; ++e) {
+            const int at = from.v[e] / (int)sizeof(T);
+            track_s[e] = ((const int*)sbuf)[at];
+            track_d[e] = mul(dv.v[e], ((const T*)dbuf)[at]);
+          }
+        } else {
+          __syncwarp();
+        }
+#pragma unroll
+        for (int e = 0; e < E; ++e) x[e] = add(mul(dv.v[e], *(const T*)(buf + from.v[e])), bv.v[e]);
+      } else {
+        T v[E];
+#pragma unroll
+        for (int e = 0; e < E; ++e) v[e] = mul(dv.v[e], x[e]);
+        if (active) store_pack<T, E>((T*)buf + own, v);
+        __syncwarp();
+        T acc[E];
+        if (terms != WALK_MASKS) {
+          const pack<unsigned short, E * RCAP> src = load_pack<unsigned short, E * RCAP>(
+              (const unsigned short*)tab + at * RCAP);
+          // a row's first source always, up to 4 or all RCAP where a row has more
+          // (independent loads; an empty entry reads the zero entry)
+#pragma unroll
+          for (int e = 0; e < E; ++e) acc[e] = *(const T*)(buf + src.v[e * RCAP]);
+          if (terms > 1) {
+#pragma unroll
+            for (int e = 0; e < E; ++e) {
+#pragma unroll
+              for (int k = 1; k < 4; ++k) acc[e] = add(acc[e], *(const T*)(buf + src.v[e * RCAP + k]));
+            }
+          }
+          if (terms > 4) {
+#pragma unroll
+            for (int e = 0; e < E; ++e) {
+#pragma unroll
+              for (int k = 4; k < RCAP; ++k) acc[e] = add(acc[e], *(const T*)(buf + src.v[e * RCAP + k]));
+            }
+          }
+        } else {
+          // every source of the row in lane order, from its bit set; NaN where the
+          // row's own lane is out of range
+          const unsigned* masks = (const unsigned*)(tab + 16LL * NB);
+          const unsigned* inv = masks + E * NB;
+#pragma unroll
+          for (int e = 0; e < E; ++e) {
+            const int lane = at + e;
+            acc[e] = ((inv[lane >> 5] >> (lane & 31)) & 1u) ? nan_of(T()) : T();
+#pragma unroll
+            for (int w = 0; w < E; ++w) {
+              for (unsigned m = masks[lane * E + w]; m != 0u; m &= m - 1u)
+                acc[e] = add(acc[e], ((const T*)buf)[w * 32 + __ffs(m) - 1]);
+            }
+          }
+        }
+#pragma unroll
+        for (int e = 0; e < E; ++e) x[e] = add(acc[e], bv.v[e]);
+        if (TRACK) {
+          // the mass of source lane j moves to sigma[pos] with factor d[pos]
+#pragma unroll
+          for (int e = 0; e < E; ++e) {
+            const int pos = track_s[e];
+            if (pos >= 0) {
+              const int to = sigma(r, pos);
+              track_d[e] = to >= 0 ? mul(dt[r * vp + pos], track_d[e]) : nan_of(T());
+              track_s[e] = to;
+            }
+          }
+        }
+      }
+      parity ^= 1;
+      if (!TRACK && active) {
+        T* row = out_seq + (t_lo + r) * N + own;
+        if (vector_out) {
+          store_pack<T, E>(row, x);
+        } else {
+#pragma unroll
+          for (int e = 0; e < E; ++e)
+            if (own + e < N) row[e] = x[e];
+        }
+      }
+    }
+    if (j + PIPE_STAGES < tiles) named_arrive(empty_barrier(sl));
+  }
+  if (TRACK) {
+    const long long at = (s * units_per_seq + c) * (long long)N;
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const int lane = own + e;
+      if (lane < N) {
+        agg_index[at + lane] = track_s[e];
+        agg_d[at + lane] = track_d[e];
+        agg_b[at + lane] = x[e];
+      }
+    }
+  }
+}
+
+}  // namespace pd
