@@ -3,7 +3,8 @@
 
 One command, under 5 minutes on an H100: ``python benchmarks/gpu.py --json out.json``.
 It measures the device-to-device copy bandwidth, and for each shape (complex64
-values, int32 index, scatter mode) the floor, pdscan forward and forward+backward,
+values, int32 index, scatter mode; gather mode too with
+``--variants pdscan,pdscan_gather,...``) the floor, pdscan forward and forward+backward,
 and the associative scan; then a sweep of L at a fixed element count for the plot
 (benchmarks/plot_gpu.py).  Variants are rows of a table of named runs, so other
 front ends (the torch and JAX adapters) add theirs to VARIANTS.
@@ -114,7 +115,11 @@ def associative_scan_variants(inp, mode="scatter"):
 
 
 #: named variant groups: name -> function(inputs) -> {row name: run}
-VARIANTS = {"pdscan": pdscan_variants, "associative_scan": associative_scan_variants}
+VARIANTS = {
+    "pdscan": pdscan_variants,
+    "pdscan_gather": lambda inp: {f"{k} (gather)": run for k, run in pdscan_variants(inp, "gather").items()},
+    "associative_scan": associative_scan_variants,
+}
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the adapters' benchmark modules sit beside this one
 import gpu_torch  # noqa: E402 - imports torch only when its rows run
@@ -170,6 +175,15 @@ def main(argv=None):
         print(f"| {r['S']}, {r['L']}, {r['N']}, {r['K'] or '-'} | {r['floor_forward_ms']:.3f} | "
               f"{fwd:.3f} ({fwd / r['floor_forward_ms']:.2f}x) | {r['floor_forward_backward_ms']:.3f} | "
               f"{fb:.3f} ({fb / r['floor_forward_backward_ms']:.2f}x) | {assoc:.2f} |")
+    gather = [r for r in result["shapes"] if "pdscan forward (gather)" in r["times_ms"]]
+    if gather:
+        print("\ngather mode; ms (x floor)")
+        print("| S, L, N, K | pdscan fwd | pdscan f+b |")
+        print("| --- | ---: | ---: |")
+        for r in gather:
+            fwd, fb = (r["times_ms"][k] for k in ("pdscan forward (gather)", "pdscan forward+backward (gather)"))
+            print(f"| {r['S']}, {r['L']}, {r['N']}, {r['K'] or '-'} | {fwd:.3f} ({fwd / r['floor_forward_ms']:.2f}x) "
+                  f"| {fb:.3f} ({fb / r['floor_forward_backward_ms']:.2f}x) |")
     return 0
 
 

@@ -3,13 +3,16 @@ shapes, against the copy floor, in one table.
 
     python benchmarks/gpu_schedules.py            # PDSCAN_CUDA_DEFINES=... for kernel variants
 
-Rows: the single-pass forward streaming whole sequences and with look-back tiles,
-at several tile budgets (PDSCAN_CUDA_TILE_BYTES), and the three-launch chunked
-scan, in scatter and gather mode.
+Rows: the pipelined forward at several tile budgets (PDSCAN_CUDA_PIPE_TILE_BYTES)
+and blocks per multiprocessor (PDSCAN_CUDA_PIPE_BLOCKS_PER_SM: fewer sequences are
+cut into chunks of time), the older single-pass forward streaming whole sequences
+and with look-back tiles, and the three-launch chunked scan, in scatter and
+gather mode.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -23,32 +26,42 @@ import pdscan  # noqa: E402
 from pdscan.backends.cupy_cuda import _launch  # noqa: E402
 
 SCHEDULES = {
-    "stream 10K": dict(use_lookback=True, single_pass="stream", TILE_BYTES=10 * 1024),
-    "stream 20K": dict(use_lookback=True, single_pass="stream", TILE_BYTES=20 * 1024),
-    "stream 40K": dict(use_lookback=True, single_pass="stream", TILE_BYTES=40 * 1024),
-    "lookback 10K": dict(use_lookback=True, single_pass="lookback", TILE_BYTES=10 * 1024),
-    "lookback 20K": dict(use_lookback=True, single_pass="lookback", TILE_BYTES=20 * 1024),
-    "lookback 40K": dict(use_lookback=True, single_pass="lookback", TILE_BYTES=40 * 1024),
-    "chunks": dict(use_lookback=False),
+    "pipe 16K": dict(PIPE_TILE_BYTES=16 * 1024),
+    "pipe 32K": dict(PIPE_TILE_BYTES=32 * 1024),
+    "pipe 32K, 2/SM": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=2),
+    "pipe 32K, 4/SM": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=4),
+    "pipe 32K, 8/SM": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=8),
+    "pipe 32K, 4/SM, 128 steps": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=4, PIPE_MIN_CHUNK=128),
+    "stream 10K": dict(use_pipe=False, use_lookback=True, single_pass="stream", TILE_BYTES=10 * 1024),
+    "lookback 10K": dict(use_pipe=False, use_lookback=True, single_pass="lookback", TILE_BYTES=10 * 1024),
+    "chunks": dict(use_pipe=False, use_lookback=False),
 }
+KNOBS = ("use_pipe", "PIPE_TILE_BYTES", "PIPE_BLOCKS_PER_SM", "PIPE_MIN_CHUNK", "use_lookback", "single_pass",
+         "TILE_BYTES", "force_chunk_len")
 
 
 def main(argv):
-    """``argv``: shapes as S,L,N[,K] (default: the benchmark's)."""
-    shapes = [tuple(int(v) for v in a.split(",")) + (None,) * (4 - len(a.split(","))) for a in argv] or SHAPES
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shapes", nargs="*", help="S,L,N[,K] (default: the benchmark's)")
+    parser.add_argument("--schedules", default=";".join(SCHEDULES), help="names from SCHEDULES, separated by semicolons")
+    parser.add_argument("--modes", default="scatter,gather")
+    args = parser.parse_args(argv)
+    shapes = [tuple(int(v) for v in a.split(",")) + (None,) * (4 - len(a.split(","))) for a in args.shapes] or SHAPES
+    schedules = {name: SCHEDULES[name] for name in args.schedules.split(";")}
     bandwidth = copy_bandwidth()
-    defaults = {k: getattr(_launch, k) for k in ("use_lookback", "single_pass", "TILE_BYTES", "force_chunk_len")}
+    defaults = {k: getattr(_launch, k) for k in KNOBS}
     rows = []
     for S, L, N, K in shapes:
         inp = make_inputs(S, L, N, K)
         floor = S * L * N * FORWARD_BYTES / bandwidth * 1e3
-        for mode in ("scatter", "gather"):
-            for name, settings in SCHEDULES.items():
+        for mode in args.modes.split(","):
+            for name, settings in schedules.items():
                 for k, v in {**defaults, **settings}.items():
                     setattr(_launch, k, v)
                 ms = time_ms(lambda: pdscan.scan(inp["index"], inp["d"], inp["b"], maps=inp["maps"], mode=mode,
                                                  backend="cuda", check_index=False), repeats=10)
                 rows.append((f"{S}, {L}, {N}, {K or '-'}", mode, name, ms, ms / floor))
+                print(*rows[-1], sep=" | ", flush=True)
         for k, v in defaults.items():
             setattr(_launch, k, v)
     print(f"\ncopy {bandwidth / 1e12:.2f} TB/s; defines: {os.environ.get('PDSCAN_CUDA_DEFINES', '')!r}")
