@@ -1,13 +1,14 @@
 """Tuning run for the CUDA forward: each schedule and tile size at the benchmark
 shapes, against the copy floor, in one table.
 
-    python benchmarks/gpu_schedules.py            # PDSCAN_CUDA_DEFINES=... for kernel variants
+    python benchmarks/gpu_schedules.py [S,L,N[,K] ...] [--schedules "pipe 32K;team kernels"] [--modes gather]
 
+PDSCAN_CUDA_DEFINES=... compiles kernel variants (PD_PIPE_PRODUCERS=3, say).
 Rows: the pipelined forward at several tile budgets (PDSCAN_CUDA_PIPE_TILE_BYTES)
-and blocks per multiprocessor (PDSCAN_CUDA_PIPE_BLOCKS_PER_SM: fewer sequences are
-cut into chunks of time), the older single-pass forward streaming whole sequences
-and with look-back tiles, and the three-launch chunked scan, in scatter and
-gather mode.
+and blocks per multiprocessor (PDSCAN_CUDA_PIPE_BLOCKS_PER_SM: fewer sequences than
+multiprocessors are cut into chunks of time, at least PIPE_MIN_CHUNK steps), and
+the team kernels' schedule (one team per sequence, or three launches over chunks),
+in scatter and gather mode.
 """
 
 from __future__ import annotations
@@ -32,18 +33,16 @@ SCHEDULES = {
     "pipe 32K, 4/SM": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=4),
     "pipe 32K, 8/SM": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=8),
     "pipe 32K, 4/SM, 128 steps": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=4, PIPE_MIN_CHUNK=128),
-    "stream 10K": dict(use_pipe=False, use_lookback=True, single_pass="stream", TILE_BYTES=10 * 1024),
-    "lookback 10K": dict(use_pipe=False, use_lookback=True, single_pass="lookback", TILE_BYTES=10 * 1024),
-    "chunks": dict(use_pipe=False, use_lookback=False),
+    "team kernels": dict(use_pipe=False),
 }
-KNOBS = ("use_pipe", "PIPE_TILE_BYTES", "PIPE_BLOCKS_PER_SM", "PIPE_MIN_CHUNK", "use_lookback", "single_pass",
-         "TILE_BYTES", "force_chunk_len")
+KNOBS = ("use_pipe", "PIPE_TILE_BYTES", "PIPE_BLOCKS_PER_SM", "PIPE_MIN_CHUNK", "force_chunk_len")
 
 
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("shapes", nargs="*", help="S,L,N[,K] (default: the benchmark's)")
-    parser.add_argument("--schedules", default=";".join(SCHEDULES), help="names from SCHEDULES, separated by semicolons")
+    parser.add_argument("--schedules", default=";".join(SCHEDULES),
+                        help="names from SCHEDULES, separated by semicolons")
     parser.add_argument("--modes", default="scatter,gather")
     args = parser.parse_args(argv)
     shapes = [tuple(int(v) for v in a.split(",")) + (None,) * (4 - len(a.split(","))) for a in args.shapes] or SHAPES

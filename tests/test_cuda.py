@@ -3,9 +3,9 @@
 Every comparison draws fresh random inputs (with scatter collisions), poisons the
 outputs with NaN first, and checks that the inputs are left as they were.  Every
 schedule runs (``SCHEDULES``): the pipelined scan (by shape; chunked, with tiles
-shorter than a chunk; whole sequences in short tiles), the single-pass look-back
-scan with tiles of 7 steps and its stream, the three-launch chunked scan and the
-pass per sequence, with lengths that divide no tile or chunk.
+shorter than a chunk; whole sequences in short tiles), the three-launch chunked
+scan and the pass per sequence of the team kernels, with lengths that divide no
+tile or chunk.
 """
 
 from __future__ import annotations
@@ -32,25 +32,20 @@ MODES = ["scatter", "gather"]
 TOLERANCE = {np.complex64: 1e-5, np.float32: 1e-5, np.complex128: 1e-12, np.float64: 1e-12}
 
 
-#: (forced chunk or look-back tile length, look-back scan, its kind, pipelined scan,
-#: its forced tile length) of each schedule the tests run
+#: (forced chunk length, pipelined scan, its forced tile length) of each schedule the tests run
 SCHEDULES = {
-    "auto": (None, None, None, None, None),         # chosen by shape: the pipelined scan for N <= 128
-    "pipe_chunks7_tiles3": (7, None, None, True, 3),  # pipelined: chunks of 7 steps in tiles of 3
-    "pipe_tiles5": (0, None, None, True, 5),        # pipelined: whole sequences, tiles of 5 steps
-    "lookback7": (7, True, "lookback", False, None),  # look-back tiles of 7 steps: long look-back chains
-    "stream7": (7, True, "stream", False, None),    # a team per sequence, tiles of 7 steps staged ahead
-    "chunks7": (7, False, None, False, None),       # three launches: chunk summaries, their scan, a replay
-    "sequences": (0, False, None, False, None),     # one team walks a whole sequence
+    "auto": (None, None, None),                 # chosen by shape: the pipelined scan for N <= 128
+    "pipe_chunks7_tiles3": (7, True, 3),        # pipelined: chunks of 7 steps in tiles of 3
+    "pipe_tiles5": (0, True, 5),                # pipelined: whole sequences, tiles of 5 steps
+    "chunks7": (7, False, None),                # team kernels, three launches: summaries, their scan, a replay
+    "sequences": (0, False, None),              # team kernels: one team walks a whole sequence
 }
 
 
 @pytest.fixture(params=list(SCHEDULES))
 def schedule(request, monkeypatch):
-    chunk, lookback, single_pass, pipe, tile = SCHEDULES[request.param]
+    chunk, pipe, tile = SCHEDULES[request.param]
     monkeypatch.setattr(_launch, "force_chunk_len", chunk)
-    monkeypatch.setattr(_launch, "use_lookback", lookback)
-    monkeypatch.setattr(_launch, "single_pass", single_pass)
     monkeypatch.setattr(_launch, "use_pipe", pipe)
     monkeypatch.setattr(_launch, "force_tile_len", tile)
     return request.param
@@ -266,13 +261,13 @@ def test_more_than_2_to_the_31_elements():
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("tile", [1, 8, 33, None])
-def test_lookback_long_chains_under_contention(mode, tile, monkeypatch):
-    """Few sequences cut into hundreds of tiles each: every tile but the first looks
-    back through aggregates, many teams spin at once, and the last tile is short."""
-    monkeypatch.setattr(_launch, "force_chunk_len", tile)
-    monkeypatch.setattr(_launch, "use_lookback", True)
-    monkeypatch.setattr(_launch, "single_pass", "lookback")
+@pytest.mark.parametrize("chunk, tile", [(2, None), (8, 3), (33, 5), (None, None)])
+def test_pipelined_scan_with_hundreds_of_chunks(mode, chunk, tile, monkeypatch):
+    """Few sequences cut into hundreds or thousands of chunks (their summaries'
+    scan chunked again, recursively), tiles that divide no chunk, a short last one."""
+    monkeypatch.setattr(_launch, "use_pipe", True)
+    monkeypatch.setattr(_launch, "force_chunk_len", chunk)
+    monkeypatch.setattr(_launch, "force_tile_len", tile)
     rng = np.random.default_rng()
     host = inputs(rng, (3,), 5003, 64, np.complex64, K=None)
     got, want = forward_both(host, mode=mode)
@@ -281,22 +276,17 @@ def test_lookback_long_chains_under_contention(mode, tile, monkeypatch):
     assert rel_err(got, want) <= 1e-4
 
 
-def force_single_pass(monkeypatch, single_pass, tile):
-    """Force the pipelined scan ("pipe": whole sequences in tiles of ``tile``) or a
-    look-back kernel ("lookback", "stream") with tiles of ``tile`` steps."""
-    pipe = single_pass == "pipe"
-    monkeypatch.setattr(_launch, "use_pipe", pipe)
-    monkeypatch.setattr(_launch, "force_tile_len", tile if pipe else None)
-    monkeypatch.setattr(_launch, "use_lookback", None if pipe else True)
-    monkeypatch.setattr(_launch, "single_pass", None if pipe else single_pass)
-    monkeypatch.setattr(_launch, "force_chunk_len", 0 if pipe else tile)
+def force_pipe(monkeypatch, tile):
+    """The pipelined scan over whole sequences in tiles of ``tile`` steps."""
+    monkeypatch.setattr(_launch, "use_pipe", True)
+    monkeypatch.setattr(_launch, "force_tile_len", tile)
+    monkeypatch.setattr(_launch, "force_chunk_len", 0)
 
 
-@pytest.mark.parametrize("single_pass", ["pipe", "lookback", "stream"])
-def test_single_pass_takes_unaligned_and_narrow_inputs(single_pass, monkeypatch):
+def test_pipelined_scan_takes_unaligned_and_narrow_inputs(monkeypatch):
     """int8 index words with odd N (no 4-byte copies), and d offset by one element
     in its allocation (8-byte copies only)."""
-    force_single_pass(monkeypatch, single_pass, 5)
+    force_pipe(monkeypatch, 5)
     rng = np.random.default_rng()
     host = inputs(rng, (2,), 41, 7, np.complex64, np.int8)
     dev = on_gpu(host)
@@ -310,11 +300,10 @@ def test_single_pass_takes_unaligned_and_narrow_inputs(single_pass, monkeypatch)
         assert rel_err(got, want) <= 1e-5
 
 
-@pytest.mark.parametrize("single_pass", ["pipe", "lookback", "stream"])
-def test_single_pass_scatter_sums_any_number_of_sources(single_pass, monkeypatch):
+def test_pipelined_scan_sums_any_number_of_sources(monkeypatch):
     """Rows with more sources than the step table holds (all 64 lanes onto 2 rows)
-    take the atomic path; steps mixing both kinds follow one another."""
-    force_single_pass(monkeypatch, single_pass, 11)
+    take the bit-set walk; steps mixing both kinds follow one another."""
+    force_pipe(monkeypatch, 11)
     rng = np.random.default_rng()
     host = inputs(rng, (2,), 97, 64, np.complex128)
     crowded = rng.random(97) < 0.5

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("pdscan_kernels.cu", "pdscan_lookback.cu", "pdscan_pipe.cu", "pdscan_ste.cu")
+SOURCES = ("pdscan_kernels.cu", "pdscan_pipe.cu", "pdscan_ste.cu")
 VALUE_TYPES = {
     "float32": "float",
     "float64": "double",
@@ -62,16 +62,6 @@ def scan_name(value: str, index_width: int, kind: str, maps: bool, e: int, track
 def vjp_name(value: str, index_width: int, mode: str, maps: bool, e: int) -> str:
     return (f"pd::pd_vjp<{VALUE_TYPES[value]}, {index_width}, {KINDS[mode]}, "
             f"{'true' if maps else 'false'}, {e}>")
-
-
-#: E of the single-pass look-back scan (one warp a team: N <= 32 E)
-LOOKBACK_LANES = (1, 2, 4)
-
-
-def lookback_name(value: str, index_width: int, kind: str, maps: bool, e: int, stream: bool = False) -> str:
-    """The single-pass forward: tiles with look-back, or (``stream``) a team per sequence."""
-    return (f"pd::pd_scan_{'stream' if stream else 'lookback'}<{VALUE_TYPES[value]}, {index_width}, "
-            f"{KINDS[kind]}, {'true' if maps else 'false'}, {e}>")
 
 
 #: -DNAME=VALUE flags for NVRTC (kernel variants for experiments), as NAME: VALUE
@@ -121,9 +111,6 @@ def all_names(*, every_e: bool = False):
                     names.add(pipe_name(value, width, kind, maps, e, track))
                 if not track:
                     names.add(vjp_name(value, width, kind, maps, e))
-                    if e in LOOKBACK_LANES:
-                        names.add(lookback_name(value, width, kind, maps, e))
-                        names.add(lookback_name(value, width, kind, maps, e, stream=True))
     for value in VALUE_TYPES:
         names.update(dict_grad_names(value))
     return sorted(names)

@@ -1,6 +1,10 @@
 """Launch code: array layouts, the choice of schedule, and the kernel launches.
 
-Two schedules (``plan``):
+The forward for N <= 128 (``run_pipe``): the pipelined scan of pdscan_pipe.cu, a
+block per sequence whose producer warps stage the inputs and decode the index
+while its consumer warp runs the recurrence; fewer sequences than multiprocessors
+are cut into chunks of time as below.  Everything else (N over 128, the VJP) runs
+the team kernels of pdscan_kernels.cu on one of two schedules (``plan``):
 
 * **sequences**: one team (thread block) per sequence walks all of time: one pass
   over the data, the fastest when there are enough sequences to fill the GPU.
@@ -32,23 +36,8 @@ TEAMS_PER_SM = int(os.environ.get("PDSCAN_CUDA_TEAMS_PER_SM", "64"))
 MIN_CHUNK = int(os.environ.get("PDSCAN_CUDA_MIN_CHUNK", "32"))
 #: chunk length forced by tests and benchmarks (None: chosen by shape; 0: never chunk)
 force_chunk_len: int | None = None
-#: the single-pass forward (N <= 128): None chooses it wherever it fits, False
-#: never (tests and benchmarks force the older schedules with it)
-use_lookback: bool | None = None
-#: its schedule: None by shape, "stream" (a team per sequence) or "lookback" (tiles)
-single_pass: str | None = None
-#: by shape (measured on the H100, docs/benchmarks.md): the single pass runs gather
-#: mode from this many sequences (with fewer, look-back chains grow long), and
-#: scatter mode only from STREAM_SEQUENCES_PER_SM per multiprocessor; below that
-#: the three-launch scan is faster
-LOOKBACK_MIN_SEQUENCES = int(os.environ.get("PDSCAN_CUDA_LOOKBACK_MIN_SEQUENCES", "32"))
-#: the single-pass forward streams whole sequences (gather mode) from this many per
-#: multiprocessor (one warp each: fewer leave the schedulers idle)
-STREAM_SEQUENCES_PER_SM = float(os.environ.get("PDSCAN_CUDA_STREAM_SEQUENCES_PER_SM", "8"))
-#: shared memory a tile's staged inputs may take (sets the tile length)
-TILE_BYTES = int(os.environ.get("PDSCAN_CUDA_TILE_BYTES", str(10 * 1024)))
 #: the pipelined forward (pdscan_pipe.cu, N <= 128): None takes it wherever it applies,
-#: False never (tests and benchmarks force the older schedules with it)
+#: False never (tests and benchmarks force the team schedules of ``plan`` with it)
 use_pipe: bool | None = None
 #: its tile length forced by tests (None: from PIPE_TILE_BYTES)
 force_tile_len: int | None = None
@@ -56,7 +45,7 @@ force_tile_len: int | None = None
 PIPE_TILE_BYTES = int(os.environ.get("PDSCAN_CUDA_PIPE_TILE_BYTES", str(32 * 1024)))
 #: fewer sequences than multiprocessors are cut into chunks of time (at least
 #: PIPE_MIN_CHUNK steps) for PIPE_BLOCKS_PER_SM blocks per multiprocessor, three
-#: launches as in ``plan``; measured on the H100 (docs/benchmarks.md)
+#: launches as in ``plan``; measured on the H200 (docs/benchmarks.md, "Schedules")
 PIPE_BLOCKS_PER_SM = float(os.environ.get("PDSCAN_CUDA_PIPE_BLOCKS_PER_SM", "4"))
 PIPE_MIN_CHUNK = int(os.environ.get("PDSCAN_CUDA_PIPE_MIN_CHUNK", "256"))
 #: scatter without float atomics (bitwise reproducible); gather mode always is
@@ -223,36 +212,6 @@ def _round16(n):
     return (n + 15) & ~15
 
 
-def lookback_plan(ix, itemsize, kind, S, L, N):
-    """(stream, tile length, shared bytes) of the single-pass forward, or None where
-    it does not apply: N over 128 (a team is one warp), or a tile that does not fit.
-    ``stream``: one team per sequence (enough sequences to fill the GPU), else tiles
-    of time with look-back."""
-    if use_lookback is False or N > 32 * max(K.LOOKBACK_LANES):
-        return None
-    many = S >= STREAM_SEQUENCES_PER_SM * _attr("MultiProcessorCount")
-    if use_lookback is None and not many and (kind == "scatter" or S < LOOKBACK_MIN_SEQUENCES):
-        return None
-    if single_pass is not None:
-        stream = single_pass == "stream"
-    else:  # the fastest on the H100 (docs/benchmarks.md)
-        stream = many and kind == "gather"
-    index_bytes_per_step = 4 if ix.uses_maps else ix.width * N
-    step_bytes = index_bytes_per_step + 2 * itemsize * N
-    if force_chunk_len is not None:
-        tile = force_chunk_len or L  # 0: one tile per sequence
-    else:
-        tile = max(8, min(256, TILE_BYTES // step_bytes))
-    tile = max(1, min(tile, L))
-    buffers = 2 if stream else 1
-    smem = (buffers * (_round16(index_bytes_per_step * tile) + 2 * _round16(itemsize * tile * N))
-            + (_round16(4 * ix.k * N) if ix.uses_maps else 0) + 2 * _round16(2 * itemsize * N)
-            + _round16(8 * N) + tile * N * 8 + _round16(tile) + 4 * N)
-    if smem > _attr("MaxSharedMemoryPerBlockOptin"):
-        return None
-    return stream, tile, smem
-
-
 def _grain(a, stride, row_bytes):
     """The widest asynchronous copy (16, 8 or 4 bytes; 0: none) that divides every
     address a tile of ``a`` starts at."""
@@ -261,28 +220,6 @@ def _grain(a, stride, row_bytes):
         if a.data.ptr % grain == 0 and step % grain == 0 and row_bytes % grain == 0:
             return grain
     return 0
-
-
-def run_lookback(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags, stream, tile,
-                 smem):
-    e = K.lanes_per_thread(N)
-    itemsize = d.itemsize
-    index_row = 4 if ix.uses_maps else ix.width * N
-    inputs = (ix.index, _i64(ix.index_stride), _i32(_grain(ix.index, ix.index_stride, index_row)),
-              ix.maps if ix.maps is not None else NULL, _i64(ix.maps_stride), _i32(ix.k),
-              d, _i64(d_stride), _i32(_grain(d, d_stride, itemsize * N)),
-              b, _i64(b_stride), _i32(_grain(b, b_stride, itemsize * N)),
-              x0 if x0 is not None else NULL, _i64(x0_stride), out, _i64(L * N))
-    name = K.lookback_name(value, ix.width, kind, ix.uses_maps, e, stream=stream)
-    if stream:
-        _launch(name, S, 32, smem, inputs + (_i32(L), _i32(N), _i32(tile), _i32(flags)))
-        return
-    C = -(-L // tile)
-    status = cupy.zeros(S * C + 1, cupy.int32)  # status words, then the ticket counter
-    agg_sigma = cupy.empty((S, C, N), cupy.int32)
-    agg_d, agg_y, end_state = (cupy.empty((S, C, N), d.dtype) for _ in range(3))
-    _launch(name, S * C, 32, smem, inputs + (status, agg_sigma, agg_d, agg_y, end_state,
-                                             _i32(L), _i32(N), _i32(tile), _i32(C), _i32(S), _i32(flags)))
 
 
 def pipe_plan(S, L):
@@ -379,10 +316,6 @@ def run_scan(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
     """x = scan of (ix, d, b) from x0 into ``out`` (S, L, N) C-contiguous."""
     if not flags & K.F_PRE_ADD:
         if run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags):
-            return
-        lookback = lookback_plan(ix, d.itemsize, kind, S, L, N)
-        if lookback is not None:
-            run_lookback(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags, *lookback)
             return
     e, threads = K.lanes_per_thread(N), K.team_size(N)
     itemsize = d.itemsize

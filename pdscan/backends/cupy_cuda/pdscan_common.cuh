@@ -212,45 +212,7 @@ __device__ __forceinline__ void stage(void* dst, const void* src, long long byte
   }
 }
 
-// One step of the recurrence x <- A x + b for a one-warp team (warp 0 of its
-// block), A = (sig, dv) of the given kind, exchanging through `buf` (N values).  An invalid target (-1) makes the lanes it touches NaN.
-template <typename T, int KIND, int E>
-__device__ __forceinline__ void step(T (&x)[E], const int (&sig)[E], const T (&dv)[E], const T (&bv)[E],
-                                     T* buf, int N, bool det) {
-  const int tid = threadIdx.x;
-  if (KIND == GATHER) {
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      const int lane = e * 32 + tid;
-      if (lane < N) buf[lane] = x[e];
-    }
-    __syncwarp();
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      const int lane = e * 32 + tid;
-      if (lane < N) x[e] = sig[e] >= 0 ? add(mul(dv[e], buf[sig[e]]), bv[e]) : nan_of(T());
-    }
-  } else {
-    T v[E];
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      const int lane = e * 32 + tid;
-      v[e] = mul(dv[e], x[e]);
-      if (lane < N) buf[lane] = T();
-    }
-    __syncwarp();
-    scatter_add_sync<T, E>(buf, sig, v, N, det, tid, 32);
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      const int lane = e * 32 + tid;
-      if (lane < N) x[e] = add(buf[lane], bv[e]);
-    }
-  }
-}
-
 // Step tables (scatter as a gather): up to RCAP sources per target row.
 constexpr int RCAP = 8;
-constexpr unsigned char NO_SOURCE = 0xff;
-constexpr unsigned char ATOMIC_STEP = 0xff;
 
 }  // namespace pd
