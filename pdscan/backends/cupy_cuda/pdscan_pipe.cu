@@ -485,7 +485,17 @@ __global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
         }
       }
     }
-    if (j + PIPE_STAGES < tiles) named_arrive(empty_barrier(sl));
+    if (j + PIPE_STAGES < tiles) {
+#ifdef PD_PIPE_EMPTY_SYNC
+      // For compute-sanitizer's racecheck, which does not take an arrive as
+      // ordering this warp's reads of the slot before the producer's next copies
+      // into it (PTX does: a bar.arrive's prior accesses are performed when the
+      // barrier completes).  Waiting here as well makes that order visible to it.
+      named_sync(empty_barrier(sl));
+#else
+      named_arrive(empty_barrier(sl));
+#endif
+    }
   }
   if (TRACK) {
     const long long at = (s * units_per_seq + c) * (long long)N;
