@@ -134,18 +134,25 @@ def _flags(reverse=False, pre_add=False, conj=False, signed=True):
             | (K.F_SIGNED_INDEX if signed else 0))
 
 
-def plan(S, L, N):
-    """(chunks, chunk length) for S sequences of L steps."""
+def _cut_time(S, L, wanted, min_chunk, enough):
+    """(chunks, chunk length): S sequences of L steps cut into chunks of at least
+    ``min_chunk`` steps, enough of them for ``wanted`` units in all; not cut from
+    ``enough`` sequences on, or when L is under two chunks.  ``force_chunk_len``
+    overrides the rule."""
     if force_chunk_len is not None:
         chunk = force_chunk_len or L
         return -(-L // chunk), chunk
-    sms = _attr("MultiProcessorCount")
-    teams_wanted = sms * TEAMS_PER_SM * 32 // K.team_size(N)
-    if S >= teams_wanted or L < 2 * MIN_CHUNK:
+    if S >= enough or L < 2 * min_chunk:
         return 1, L
-    chunks = min(-(-teams_wanted // S), L // MIN_CHUNK)
+    chunks = min(-(-wanted // S), L // min_chunk)
     chunk = -(-L // chunks)
     return -(-L // chunk), chunk
+
+
+def plan(S, L, N):
+    """(chunks, chunk length) of the team kernels for S sequences of L steps."""
+    teams_wanted = _attr("MultiProcessorCount") * TEAMS_PER_SM * 32 // K.team_size(N)
+    return _cut_time(S, L, teams_wanted, MIN_CHUNK, teams_wanted)
 
 
 class Indexing:
@@ -222,17 +229,28 @@ def _grain(a, stride, row_bytes):
     return 0
 
 
+def _summaries(S, chunks, N, dtype):
+    """Empty (transform index, transform values, state from zero) arrays for the
+    summaries of every chunk but the last."""
+    shape = (S, chunks - 1, N)
+    return cupy.empty(shape, cupy.int32), cupy.empty(shape, dtype), cupy.empty(shape, dtype)
+
+
+def _chain(value, kind, summaries, x0, x0_stride, flags):
+    """The start states of every chunk but the first: the scan of the chunks'
+    summaries (in the recurrence's order) from x0."""
+    agg_index, agg_d, agg_b = summaries
+    S, C, N = agg_index.shape
+    chain = cupy.empty((S, C, N), agg_d.dtype)
+    run_scan(value, kind, Indexing(agg_index, C * N, 4, True), agg_d, C * N, agg_b, C * N,
+             x0, x0_stride, chain, S, C, N, flags)
+    return chain
+
+
 def pipe_plan(S, L):
     """(chunks, chunk length) of the pipelined scan for S sequences of L steps."""
-    if force_chunk_len is not None:
-        chunk = force_chunk_len or L
-        return -(-L // chunk), chunk
     sms = _attr("MultiProcessorCount")
-    if S >= sms or L < 2 * PIPE_MIN_CHUNK:
-        return 1, L
-    chunks = min(-(-int(PIPE_BLOCKS_PER_SM * sms) // S), L // PIPE_MIN_CHUNK)
-    chunk = -(-L // chunks)
-    return -(-L // chunk), chunk
+    return _cut_time(S, L, int(PIPE_BLOCKS_PER_SM * sms), PIPE_MIN_CHUNK, sms)
 
 
 def _pipe_rows(ix, itemsize, kind, N):
@@ -293,17 +311,12 @@ def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
     chain = None
     if chunks > 1:
         # the summaries of every chunk but the last, then their scan into each chunk's start
-        agg_index = cupy.empty((S, chunks - 1, N), cupy.int32)
-        agg_d = cupy.empty((S, chunks - 1, N), d.dtype)
-        agg_b = cupy.empty((S, chunks - 1, N), d.dtype)
+        summaries = _summaries(S, chunks, N, d.dtype)
         _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, True), S * (chunks - 1), K.PIPE_THREADS,
                 pipe_smem(ix, d.itemsize, kind, True, N, tile),
-                inputs + (NULL, _i64(0), NULL, NULL, _i64(0), agg_index, agg_d, agg_b,
-                          _i32(L), _i32(N), _i32(chunk), _i32(chunks - 1), _i32(chunks), _i32(tile), _i32(flags)))
-        chain = cupy.empty((S, chunks - 1, N), d.dtype)
-        step = (chunks - 1) * N
-        run_scan(value, kind, Indexing(agg_index, step, 4, True), agg_d, step, agg_b, step,
-                 x0, x0_stride, chain, S, chunks - 1, N, flags & K.F_DETERMINISTIC | K.F_SIGNED_INDEX)
+                inputs + (NULL, _i64(0), NULL, NULL, _i64(0)) + summaries
+                + (_i32(L), _i32(N), _i32(chunk), _i32(chunks - 1), _i32(chunks), _i32(tile), _i32(flags)))
+        chain = _chain(value, kind, summaries, x0, x0_stride, flags & K.F_DETERMINISTIC | K.F_SIGNED_INDEX)
     _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, False), S * chunks, K.PIPE_THREADS,
             pipe_smem(ix, d.itemsize, kind, False, N, tile),
             inputs + (x0 if x0 is not None else NULL, _i64(x0_stride), chain if chain is not None else NULL,
@@ -322,18 +335,12 @@ def run_scan(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
     chunks, chunk = plan(S, L, N)
     common = (_i32(L), _i32(N), _i32(chunk))
     if chunks > 1:
-        agg_index = cupy.empty((S, chunks - 1, N), cupy.int32)
-        agg_d = cupy.empty((S, chunks - 1, N), d.dtype)
-        agg_b = cupy.empty((S, chunks - 1, N), d.dtype)
+        summaries = _summaries(S, chunks, N, d.dtype)
         _launch(K.scan_name(value, ix.width, kind, ix.uses_maps, e, True), S * (chunks - 1), threads,
                 scan_smem(N, itemsize, kind, True, ix.k),
-                ix.args() + (d, _i64(d_stride), b, _i64(b_stride), NULL, _i64(0), NULL, NULL, _i64(0),
-                             agg_index, agg_d, agg_b) + common + (_i32(chunks - 1), _i32(chunks), _i32(flags)))
-        chain = cupy.empty((S, chunks - 1, N), d.dtype)
-        step = (chunks - 1) * N
-        keep = flags & K.F_DETERMINISTIC
-        run_scan(value, kind, Indexing(agg_index, step, 4, True), agg_d, step, agg_b, step,
-                 x0, x0_stride, chain, S, chunks - 1, N, keep | K.F_SIGNED_INDEX)
+                ix.args() + (d, _i64(d_stride), b, _i64(b_stride), NULL, _i64(0), NULL, NULL, _i64(0))
+                + summaries + common + (_i32(chunks - 1), _i32(chunks), _i32(flags)))
+        chain = _chain(value, kind, summaries, x0, x0_stride, flags & K.F_DETERMINISTIC | K.F_SIGNED_INDEX)
     else:
         chain = None
     _launch(K.scan_name(value, ix.width, kind, ix.uses_maps, e, False), S * chunks, threads,
@@ -355,19 +362,13 @@ def run_vjp(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x0_str
     if chunks > 1:
         # summaries of the carry recurrence h -> A^T (h + grad_x), walking the
         # forward's time order backwards, then their scan into each chunk's carry
-        agg_index = cupy.empty((S, chunks - 1, N), cupy.int32)
-        agg_d = cupy.empty((S, chunks - 1, N), d.dtype)
-        agg_b = cupy.empty((S, chunks - 1, N), d.dtype)
+        summaries = _summaries(S, chunks, N, d.dtype)
         flags = _flags(reverse=not reverse, pre_add=True, conj=conj) & ~K.F_SIGNED_INDEX | signed
         _launch(K.scan_name(value, ix.width, adjoint_kind, ix.uses_maps, e, True), S * (chunks - 1),
                 threads, scan_smem(N, itemsize, adjoint_kind, True, ix.k),
-                ix.args() + (d, _i64(d_stride), gx, _i64(gx_stride), NULL, _i64(0), NULL, NULL, _i64(0),
-                             agg_index, agg_d, agg_b)
-                + (_i32(L), _i32(N), _i32(chunk), _i32(chunks - 1), _i32(chunks), _i32(flags)))
-        chain = cupy.empty((S, chunks - 1, N), d.dtype)
-        step = (chunks - 1) * N
-        run_scan(value, adjoint_kind, Indexing(agg_index, step, 4, True), agg_d, step, agg_b, step,
-                 None, 0, chain, S, chunks - 1, N, _flags())
+                ix.args() + (d, _i64(d_stride), gx, _i64(gx_stride), NULL, _i64(0), NULL, NULL, _i64(0))
+                + summaries + (_i32(L), _i32(N), _i32(chunk), _i32(chunks - 1), _i32(chunks), _i32(flags)))
+        chain = _chain(value, adjoint_kind, summaries, None, 0, _flags())
     else:
         chain = None
     flags = _flags(reverse=reverse, conj=conj) & ~K.F_SIGNED_INDEX | signed

@@ -105,16 +105,13 @@ __device__ __forceinline__ int lane_of(typename index_word<IW>::type raw, bool i
   return v < (unsigned)n ? (int)v : -1;
 }
 
-// One barrier for a team of `nthreads` threads: a one-warp team needs no block-wide
-// barrier (and must not take one where other warps of its block do other work).
-__device__ __forceinline__ void team_sync(int nthreads) {
+// one barrier for the team: a warp needs no block-wide barrier
+__device__ __forceinline__ void team_sync() {
 #ifdef PD_BLOCK_SYNC_ONLY
-  if (nthreads == blockDim.x) {
-    __syncthreads();
-    return;
-  }
+  __syncthreads();
+  return;
 #endif
-  if (nthreads == 32) {
+  if (blockDim.x == 32) {
     __syncwarp();
   } else {
     __syncthreads();
@@ -127,8 +124,9 @@ __device__ __forceinline__ void team_sync(int nthreads) {
 // inlined into every step of the unrolled loops it would multiply the code (and
 // the compile time) of every scatter kernel for an option most calls don't use.
 template <typename T, int E>
-__device__ __noinline__ void scatter_add_ordered(T* acc, const int* target, const T* value, int n, int tid,
-                                                 int nthreads) {
+__device__ __noinline__ void scatter_add_ordered(T* acc, const int* target, const T* value, int n) {
+  const int nthreads = blockDim.x;
+  const int tid = threadIdx.x;
   const int warp = tid >> 5;
   const int lane_id = tid & 31;
   const int warps = nthreads >> 5;
@@ -161,17 +159,19 @@ __device__ __noinline__ void scatter_add_ordered(T* acc, const int* target, cons
   if (warps == 1) __syncwarp();
 }
 
-// acc[target[e]] += value[e] for the E lanes of every thread of the team (thread
-// `tid` of `nthreads` owns lanes e * nthreads + tid), then a barrier.  An invalid
-// target (-1) adds NaN to the thread's own lane so that the step's state shows it.  Fast path: shared-memory float atomics (the order of
+// acc[target[e]] += value[e] for the E lanes of every thread of the team, then a
+// barrier.  An invalid target (-1) adds NaN to the thread's own lane so that the
+// step's state shows it.  Fast path: shared-memory float atomics (the order of
 // colliding additions varies); ``deterministic``: scatter_add_ordered.
 template <typename T, int E>
 __device__ __forceinline__ void scatter_add_sync(T* acc, const int (&target)[E], const T (&value)[E],
-                                                 int n, bool deterministic, int tid, int nthreads) {
+                                                 int n, bool deterministic) {
   if (deterministic) {
-    scatter_add_ordered<T, E>(acc, target, value, n, tid, nthreads);
+    scatter_add_ordered<T, E>(acc, target, value, n);
     return;
   }
+  const int nthreads = blockDim.x;
+  const int tid = threadIdx.x;
 #pragma unroll
   for (int e = 0; e < E; ++e) {
     const int lane = e * nthreads + tid;
@@ -180,39 +180,7 @@ __device__ __forceinline__ void scatter_add_sync(T* acc, const int (&target)[E],
       atomic_add(acc + (t >= 0 ? t : lane), t >= 0 ? value[e] : nan_of(T()));
     }
   }
-  team_sync(nthreads);
+  team_sync();
 }
-
-// ------------------------------------------------------------------ one-warp teams
-__device__ __forceinline__ long long round16(long long bytes) { return (bytes + 15) & ~15LL; }
-
-__device__ __forceinline__ unsigned shared_address(const void* p) {
-  return (unsigned)__cvta_generic_to_shared(p);
-}
-
-// Copy `bytes` from global to shared memory, in units of `grain` bytes (16, 8 or
-// 4: cp.async; 0: the region is not 4-byte aligned, plain byte copies).  The
-// launcher picks the largest grain that divides every address the launch copies.
-// The copies are spread over the `nthreads` threads of the caller's team (`tid` its own).
-__device__ __forceinline__ void stage(void* dst, const void* src, long long bytes, int grain, int tid,
-                                      int nthreads) {
-  char* to = (char*)dst;
-  const char* from = (const char*)src;
-  if (grain == 16) {
-    for (long long o = 16LL * tid; o < bytes; o += 16LL * nthreads)
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared_address(to + o)), "l"(from + o));
-  } else if (grain == 8) {
-    for (long long o = 8LL * tid; o < bytes; o += 8LL * nthreads)
-      asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(shared_address(to + o)), "l"(from + o));
-  } else if (grain == 4) {
-    for (long long o = 4LL * tid; o < bytes; o += 4LL * nthreads)
-      asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(shared_address(to + o)), "l"(from + o));
-  } else {
-    for (long long o = tid; o < bytes; o += nthreads) to[o] = from[o];
-  }
-}
-
-// Step tables (scatter as a gather): up to RCAP sources per target row.
-constexpr int RCAP = 8;
 
 }  // namespace pd

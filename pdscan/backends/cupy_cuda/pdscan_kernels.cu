@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(team_threads<E>::value) pd_scan(
   } while (0)
 #pragma unroll
   for (int q = 0; q < P; ++q) PD_SCAN_LOAD(q, q);
-  team_sync(nthreads);  // the zeroed buffers and the dictionary
+  team_sync();  // the zeroed buffers and the dictionary
 
   for (int base = 0; base < count; base += P) {
 #pragma unroll
@@ -171,7 +171,7 @@ __global__ void __launch_bounds__(team_threads<E>::value) pd_scan(
               }
             }
           }
-          team_sync(nthreads);
+          team_sync();
 #pragma unroll
           for (int e = 0; e < E; ++e) {
             const int lane = e * nthreads + tid;
@@ -190,7 +190,7 @@ __global__ void __launch_bounds__(team_threads<E>::value) pd_scan(
           T v[E];
 #pragma unroll
           for (int e = 0; e < E; ++e) v[e] = mul(dv[e], y[e]);
-          scatter_add_sync<T, E>(buf, sig, v, N, det, tid, nthreads);
+          scatter_add_sync<T, E>(buf, sig, v, N, det);
           if (TRACK) {
             // the mass of source lane j moves to sigma[pos] with factor d[pos]
 #pragma unroll
@@ -327,7 +327,7 @@ __global__ void __launch_bounds__(team_threads<E>::value) pd_vjp(
   } while (0)
 #pragma unroll
   for (int q = 0; q < P; ++q) PD_VJP_LOAD(q, q);
-  team_sync(nthreads);
+  team_sync();
 
   for (int base = 0; base < count; base += P) {
 #pragma unroll
@@ -363,7 +363,7 @@ __global__ void __launch_bounds__(team_threads<E>::value) pd_vjp(
             const int lane = e * nthreads + tid;
             if (lane < N) buf[lane] = g[e];
           }
-          team_sync(nthreads);
+          team_sync();
 #pragma unroll
           for (int e = 0; e < E; ++e) {
             const int lane = e * nthreads + tid;
@@ -382,7 +382,7 @@ __global__ void __launch_bounds__(team_threads<E>::value) pd_vjp(
             v[e] = mul(dv[e], g[e]);
             if (lane < N) prev_buf[lane] = xp[e];
           }
-          scatter_add_sync<T, E>(buf, sig, v, N, det, tid, nthreads);
+          scatter_add_sync<T, E>(buf, sig, v, N, det);
 #pragma unroll
           for (int e = 0; e < E; ++e) {
             const int lane = e * nthreads + tid;

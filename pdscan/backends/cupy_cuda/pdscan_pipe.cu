@@ -44,6 +44,35 @@ static_assert(PIPE_STAGES % PIPE_PRODUCERS == 0 && PIPE_STAGES / PIPE_PRODUCERS 
 constexpr int PIPE_THREADS = 32 * (1 + PIPE_PRODUCERS);
 constexpr unsigned char WALK_MASKS = 0xff;  // a step's `terms`: use the bit sets
 
+constexpr int RCAP = 8;  // scatter tables: up to RCAP sources per row, in lane order
+
+__device__ __forceinline__ long long round16(long long bytes) { return (bytes + 15) & ~15LL; }
+
+__device__ __forceinline__ unsigned shared_address(const void* p) {
+  return (unsigned)__cvta_generic_to_shared(p);
+}
+
+// Copy `bytes` from global to shared memory over one producer warp (`lane_id` its
+// lane), in units of `grain` bytes (16, 8 or 4: cp.async; 0: the region is not
+// 4-byte aligned, plain byte copies).  The launcher picks the largest grain that
+// divides every address the launch copies.
+__device__ __forceinline__ void stage(void* dst, const void* src, long long bytes, int grain, int lane_id) {
+  char* to = (char*)dst;
+  const char* from = (const char*)src;
+  if (grain == 16) {
+    for (long long o = 16LL * lane_id; o < bytes; o += 16LL * 32)
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared_address(to + o)), "l"(from + o));
+  } else if (grain == 8) {
+    for (long long o = 8LL * lane_id; o < bytes; o += 8LL * 32)
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(shared_address(to + o)), "l"(from + o));
+  } else if (grain == 4) {
+    for (long long o = 4LL * lane_id; o < bytes; o += 4LL * 32)
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(shared_address(to + o)), "l"(from + o));
+  } else {
+    for (long long o = lane_id; o < bytes; o += 32) to[o] = from[o];
+  }
+}
+
 __device__ __forceinline__ void named_sync(int id) { asm volatile("bar.sync %0, 64;" ::"r"(id) : "memory"); }
 __device__ __forceinline__ void named_arrive(int id) { asm volatile("bar.arrive %0, 64;" ::"r"(id) : "memory"); }
 __device__ __forceinline__ int full_barrier(int slot) { return 1 + slot; }
@@ -123,11 +152,11 @@ struct pipe_smem {
 __device__ __forceinline__ void stage_rows(void* dst, long long pitch, const void* src, long long row_bytes,
                                            int rows, int grain, int lane_id) {
   if (pitch == row_bytes) {
-    stage(dst, src, row_bytes * rows, grain, lane_id, 32);
+    stage(dst, src, row_bytes * rows, grain, lane_id);
     return;
   }
   for (int r = 0; r < rows; ++r)
-    stage((char*)dst + r * pitch, (const char*)src + r * row_bytes, row_bytes, grain, lane_id, 32);
+    stage((char*)dst + r * pitch, (const char*)src + r * row_bytes, row_bytes, grain, lane_id);
 }
 
 // The tables of `rows` steps, written by the producer warp; target(r, lane) is
@@ -280,10 +309,10 @@ __global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
       const int rows = tile_at(j, t_lo);
       const int sl = j % PIPE_STAGES;
       if (MAPS) {
-        stage(sm.index(sl), (const int*)index_raw + s * index_stride + t_lo, 4LL * rows, index_grain, lane_id, 32);
+        stage(sm.index(sl), (const int*)index_raw + s * index_stride + t_lo, 4LL * rows, index_grain, lane_id);
       } else {
         stage(sm.index(sl), (const word*)index_raw + s * index_stride + t_lo * N, (long long)IW * rows * N,
-              index_grain, lane_id, 32);
+              index_grain, lane_id);
       }
       const long long row_bytes = (long long)sizeof(T) * N;
       stage_rows(sm.d(sl), sm.values_pitch, d + s * d_stride + t_lo * N, row_bytes, rows, d_grain, lane_id);
