@@ -312,6 +312,30 @@ def test_pipelined_scan_sums_any_number_of_sources(monkeypatch):
     assert rel_err(got, want) <= 1e-12
 
 
+@pytest.mark.parametrize("N", [64, 100, 128])
+def test_pipelined_scan_ranks_sources_across_warp_halves(N, monkeypatch):
+    """Each step sends a random set of c lanes, spread over every 32-lane group, onto
+    one row (c from 1 to N, around the table's 4 and 8 entries) and permutes the
+    rest: a row's rank count carries from one group of lanes to the next."""
+    force_pipe(monkeypatch, 7)
+    rng = np.random.default_rng()
+    L = 60
+    host = inputs(rng, (2,), L, N, np.complex128)
+    counts = [1, 2, 3, 4, 5, 7, 8, 9, 12, 31, 33, N]
+    for s in range(2):
+        for t in range(L):
+            c = counts[(t + s) % len(counts)]
+            lanes = rng.permutation(N)
+            row = int(rng.integers(N))
+            others = rng.permutation(np.setdiff1d(np.arange(N), [row]))[:N - c]
+            host["index"][s, t, lanes[:c]] = row
+            host["index"][s, t, lanes[c:]] = others
+    got, want = forward_both(host, mode="scatter")
+    assert rel_err(got, want) <= 1e-12
+    got, want = forward_both(host, mode="scatter", reverse=True)
+    assert rel_err(got, want) <= 1e-12
+
+
 @pytest.mark.parametrize("dtype", ["complex64", "complex128", "float64"])
 @pytest.mark.parametrize("batch_q, N, K", [((), 70, 5), ((3,), 33, 3), ((1,), 5, 9)])
 def test_straight_through_dictionary_contractions(dtype, batch_q, N, K):
