@@ -1,0 +1,63 @@
+"""A short, fixed workload of the pipelined CUDA scan for compute-sanitizer.
+
+Three sequences of 5003 steps, N = 64, complex64, cut into chunks of 33 steps (so the
+summary kernel, the scan of the summaries and the replay all run) in tiles of 5
+steps; forward and reverse, each checked against the NumPy reference.
+
+    PDSCAN_CUDA_LINEINFO=1 compute-sanitizer --tool racecheck --racecheck-report hazard \\
+        python benchmarks/sanitize_pipe.py
+    compute-sanitizer --tool memcheck python benchmarks/sanitize_pipe.py --modes scatter,gather
+
+--chunk 0: one unit per sequence (no chunking); --plain-copies: plain shared-memory
+stores instead of cp.async (what racecheck can order); PDSCAN_CUDA_DEFINES=
+PD_PIPE_EMPTY_SYNC: the consumer waits at EMPTY instead of arriving.
+docs/benchmarks.md has the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--chunk", type=int, default=33, help="chunk length (0: no chunking)")
+    ap.add_argument("--tile", type=int, default=5)
+    ap.add_argument("--length", type=int, default=5003)
+    ap.add_argument("--modes", default="scatter")
+    ap.add_argument("--plain-copies", action="store_true")
+    args = ap.parse_args(argv)
+
+    import cupy
+
+    import pdscan
+    from pdscan._problem import prepare
+    from pdscan.backends import numpy_ref
+    from pdscan.backends.cupy_cuda import _launch
+
+    _launch.use_pipe = True
+    _launch.force_chunk_len = args.chunk
+    _launch.force_tile_len = args.tile
+    if args.plain_copies:
+        _launch._grain = lambda *a: 0  # every copy as plain byte stores
+    rng = np.random.default_rng(0)
+    S, L, N = 3, args.length, 64
+    index = rng.integers(0, N, (S, L, N)).astype(np.int32)
+    d = (0.99 * np.exp(2j * np.pi * rng.random((S, L, N)))).astype(np.complex64)
+    b = (rng.standard_normal((S, L, N)) + 1j * rng.standard_normal((S, L, N))).astype(np.complex64)
+    x0 = rng.standard_normal((S, N)).astype(np.complex64)
+    for mode in args.modes.split(","):
+        for reverse in (False, True):
+            p = prepare(cupy.asarray(index), cupy.asarray(d), cupy.asarray(b), cupy.asarray(x0),
+                        mode=mode, reverse=reverse)
+            got = cupy.asnumpy(pdscan.backends.get("cuda").forward(p))
+            want = numpy_ref.BACKEND.forward(prepare(index, d, b, x0, mode=mode, reverse=reverse))
+            err = float(np.abs(got - want).max() / np.abs(want).max())
+            print(f"{mode:8s} reverse={reverse!s:5s} max relative error {err:.2e}")
+            assert err < 1e-4, "the pipelined scan disagrees with the reference"
+
+
+if __name__ == "__main__":
+    main()
