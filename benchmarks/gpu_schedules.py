@@ -2,13 +2,16 @@
 shapes, against the copy floor, in one table.
 
     python benchmarks/gpu_schedules.py [S,L,N[,K] ...] [--schedules "pipe 32K;team kernels"] [--modes gather]
+                                       [--rounds 5]
 
-PDSCAN_CUDA_DEFINES=... compiles kernel variants (PD_PIPE_PRODUCERS=3, say).
-Rows: the pipelined forward at several tile budgets (PDSCAN_CUDA_PIPE_TILE_BYTES)
-and blocks per multiprocessor (PDSCAN_CUDA_PIPE_BLOCKS_PER_SM: fewer sequences than
-multiprocessors are cut into chunks of time, at least PIPE_MIN_CHUNK steps), and
-the team kernels' schedule (one team per sequence, or three launches over chunks),
-in scatter and gather mode.
+Rows: the pipelined forward at several tile budgets (PDSCAN_CUDA_PIPE_TILE_BYTES),
+blocks per multiprocessor (PDSCAN_CUDA_PIPE_BLOCKS_PER_SM: fewer sequences than
+multiprocessors are cut into chunks of time, at least PIPE_MIN_CHUNK steps), consumer
+and producer warps (the producers a compile-time define, PD_PIPE_PRODUCERS), and the
+team kernels' schedule (one team per sequence, or three launches over chunks), in
+scatter and gather mode.  With --rounds R every schedule is timed R times, the rounds
+interleaved, and the table gives the median round (the spread between separate runs
+on one machine reaches 15 %; interleaving puts the variants under the same drift).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpu import FORWARD_BYTES, SHAPES, copy_bandwidth, make_inputs, time_ms  # noqa: E402
 
 import pdscan  # noqa: E402
-from pdscan.backends.cupy_cuda import _launch  # noqa: E402
+from pdscan.backends.cupy_cuda import _kernels, _launch  # noqa: E402
 
 SCHEDULES = {
     "pipe 16K": dict(PIPE_TILE_BYTES=16 * 1024),
@@ -33,9 +36,30 @@ SCHEDULES = {
     "pipe 32K, 4/SM": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=4),
     "pipe 32K, 8/SM": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=8),
     "pipe 32K, 4/SM, 128 steps": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=4, PIPE_MIN_CHUNK=128),
+    # producers x consumer warps (the default: 3 producers; 1 consumer warp up to N = 32, 2 beyond)
+    "pipe, 2P 1C": dict(producers=2, pipe_consumer_warps=1),
+    "pipe, 2P 2C": dict(producers=2, pipe_consumer_warps=2),
+    "pipe, 2P 4C": dict(producers=2, pipe_consumer_warps=4),
+    "pipe, 3P 1C": dict(producers=3, pipe_consumer_warps=1),
+    "pipe, 3P 2C": dict(producers=3, pipe_consumer_warps=2),
+    "pipe, 3P 4C": dict(producers=3, pipe_consumer_warps=4),
     "team kernels": dict(use_pipe=False),
 }
-KNOBS = ("use_pipe", "PIPE_TILE_BYTES", "PIPE_BLOCKS_PER_SM", "PIPE_MIN_CHUNK", "force_chunk_len")
+KNOBS = ("use_pipe", "PIPE_TILE_BYTES", "PIPE_BLOCKS_PER_SM", "PIPE_MIN_CHUNK", "force_chunk_len",
+         "pipe_consumer_warps")
+
+
+def apply(settings, defaults, base_defines):
+    """Set the launcher's knobs (and the producers' define, recompiling) for one row."""
+    settings = dict(settings)
+    producers = settings.pop("producers", None)
+    defines = dict(base_defines)
+    if producers is not None:
+        defines["PD_PIPE_PRODUCERS"] = str(producers)
+    if defines != _kernels.DEFINES:
+        _kernels.set_defines(defines)
+    for k, v in {**defaults, **settings}.items():
+        setattr(_launch, k, v)
 
 
 def main(argv):
@@ -44,30 +68,34 @@ def main(argv):
     parser.add_argument("--schedules", default=";".join(SCHEDULES),
                         help="names from SCHEDULES, separated by semicolons")
     parser.add_argument("--modes", default="scatter,gather")
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args(argv)
     shapes = [tuple(int(v) for v in a.split(",")) + (None,) * (4 - len(a.split(","))) for a in args.shapes] or SHAPES
     schedules = {name: SCHEDULES[name] for name in args.schedules.split(";")}
     bandwidth = copy_bandwidth()
     defaults = {k: getattr(_launch, k) for k in KNOBS}
-    rows = []
-    for S, L, N, K in shapes:
-        inp = make_inputs(S, L, N, K)
-        floor = S * L * N * FORWARD_BYTES / bandwidth * 1e3
-        for mode in args.modes.split(","):
-            for name, settings in schedules.items():
-                for k, v in {**defaults, **settings}.items():
-                    setattr(_launch, k, v)
-                ms = time_ms(lambda: pdscan.scan(inp["index"], inp["d"], inp["b"], maps=inp["maps"], mode=mode,
-                                                 backend="cuda", check_index=False), repeats=10)
-                rows.append((f"{S}, {L}, {N}, {K or '-'}", mode, name, ms, ms / floor))
-                print(*rows[-1], sep=" | ", flush=True)
-        for k, v in defaults.items():
-            setattr(_launch, k, v)
-    print(f"\ncopy {bandwidth / 1e12:.2f} TB/s; defines: {os.environ.get('PDSCAN_CUDA_DEFINES', '')!r}")
+    base_defines = dict(_kernels.DEFINES)
+    inputs = {shape: make_inputs(*shape) for shape in shapes}
+    samples = {}  # (shape, mode, schedule) -> ms of each round
+    for round_ in range(args.rounds):
+        for (S, L, N, K), inp in inputs.items():
+            for mode in args.modes.split(","):
+                for name, settings in schedules.items():
+                    apply(settings, defaults, base_defines)
+                    ms = time_ms(lambda: pdscan.scan(inp["index"], inp["d"], inp["b"], maps=inp["maps"], mode=mode,
+                                                     backend="cuda", check_index=False), repeats=10)
+                    samples.setdefault(((S, L, N, K), mode, name), []).append(ms)
+                    print(round_, S, L, N, K, mode, name, f"{ms:.3f}", sep=" | ", flush=True)
+    apply({}, defaults, base_defines)
+    print(f"\ncopy {bandwidth / 1e12:.2f} TB/s; defines: {os.environ.get('PDSCAN_CUDA_DEFINES', '')!r}; "
+          f"median of {args.rounds} interleaved rounds (min-max)")
     print("| S, L, N, K | mode | schedule | fwd ms | x floor |")
     print("| --- | --- | --- | ---: | ---: |")
-    for shape, mode, name, ms, ratio in rows:
-        print(f"| {shape} | {mode} | {name} | {ms:.3f} | {ratio:.2f} |")
+    for ((S, L, N, K), mode, name), ms in samples.items():
+        floor = S * L * N * FORWARD_BYTES / bandwidth * 1e3
+        med = float(np.median(ms))
+        spread = f" ({min(ms):.3f}-{max(ms):.3f})" if len(ms) > 1 else ""
+        print(f"| {S}, {L}, {N}, {K or '-'} | {mode} | {name} | {med:.3f}{spread} | {med / floor:.2f} |")
 
 
 if __name__ == "__main__":

@@ -32,22 +32,26 @@ MODES = ["scatter", "gather"]
 TOLERANCE = {np.complex64: 1e-5, np.float32: 1e-5, np.complex128: 1e-12, np.float64: 1e-12}
 
 
-#: (forced chunk length, pipelined scan, its forced tile length) of each schedule the tests run
+#: (forced chunk length, pipelined scan, its forced tile length, its consumer warps) of
+#: each schedule the tests run
 SCHEDULES = {
-    "auto": (None, None, None),                 # chosen by shape: the pipelined scan for N <= 128
-    "pipe_chunks7_tiles3": (7, True, 3),        # pipelined: chunks of 7 steps in tiles of 3
-    "pipe_tiles5": (0, True, 5),                # pipelined: whole sequences, tiles of 5 steps
-    "chunks7": (7, False, None),                # team kernels, three launches: summaries, their scan, a replay
-    "sequences": (0, False, None),              # team kernels: one team walks a whole sequence
+    "auto": (None, None, None, None),           # chosen by shape: the pipelined scan for N <= 128
+    "pipe_chunks7_tiles3": (7, True, 3, None),  # pipelined: chunks of 7 steps in tiles of 3
+    "pipe_tiles5": (0, True, 5, None),          # pipelined: whole sequences, tiles of 5 steps
+    "pipe_1warp_chunks7_tiles3": (7, True, 3, 1),  # one consumer warp, two lanes a thread at N = 37
+    "pipe_4warps_tiles5": (0, True, 5, 4),      # four consumer warps, most threads idle at N = 37
+    "chunks7": (7, False, None, None),          # team kernels, three launches: summaries, their scan, a replay
+    "sequences": (0, False, None, None),        # team kernels: one team walks a whole sequence
 }
 
 
 @pytest.fixture(params=list(SCHEDULES))
 def schedule(request, monkeypatch):
-    chunk, pipe, tile = SCHEDULES[request.param]
+    chunk, pipe, tile, consumer_warps = SCHEDULES[request.param]
     monkeypatch.setattr(_launch, "force_chunk_len", chunk)
     monkeypatch.setattr(_launch, "use_pipe", pipe)
     monkeypatch.setattr(_launch, "force_tile_len", tile)
+    monkeypatch.setattr(_launch, "pipe_consumer_warps", consumer_warps)
     return request.param
 
 
@@ -262,12 +266,14 @@ def test_more_than_2_to_the_31_elements():
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("chunk, tile", [(2, None), (8, 3), (33, 5), (None, None)])
-def test_pipelined_scan_with_hundreds_of_chunks(mode, chunk, tile, monkeypatch):
+@pytest.mark.parametrize("consumer_warps", [None, 1])
+def test_pipelined_scan_with_hundreds_of_chunks(mode, chunk, tile, consumer_warps, monkeypatch):
     """Few sequences cut into hundreds or thousands of chunks (their summaries'
     scan chunked again, recursively), tiles that divide no chunk, a short last one."""
     monkeypatch.setattr(_launch, "use_pipe", True)
     monkeypatch.setattr(_launch, "force_chunk_len", chunk)
     monkeypatch.setattr(_launch, "force_tile_len", tile)
+    monkeypatch.setattr(_launch, "pipe_consumer_warps", consumer_warps)
     rng = np.random.default_rng()
     host = inputs(rng, (3,), 5003, 64, np.complex64, K=None)
     got, want = forward_both(host, mode=mode)
@@ -276,11 +282,12 @@ def test_pipelined_scan_with_hundreds_of_chunks(mode, chunk, tile, monkeypatch):
     assert rel_err(got, want) <= 1e-4
 
 
-def force_pipe(monkeypatch, tile):
+def force_pipe(monkeypatch, tile, consumer_warps=None):
     """The pipelined scan over whole sequences in tiles of ``tile`` steps."""
     monkeypatch.setattr(_launch, "use_pipe", True)
     monkeypatch.setattr(_launch, "force_tile_len", tile)
     monkeypatch.setattr(_launch, "force_chunk_len", 0)
+    monkeypatch.setattr(_launch, "pipe_consumer_warps", consumer_warps)
 
 
 def test_pipelined_scan_takes_unaligned_and_narrow_inputs(monkeypatch):
@@ -300,10 +307,33 @@ def test_pipelined_scan_takes_unaligned_and_narrow_inputs(monkeypatch):
         assert rel_err(got, want) <= 1e-5
 
 
-def test_pipelined_scan_sums_any_number_of_sources(monkeypatch):
+@pytest.mark.parametrize("defines", [{"PD_PIPE_PRODUCERS": "2"}, {"PD_PIPE_PRODUCERS": "1", "PD_PIPE_STAGES": "4"}])
+def test_pipelined_scan_with_other_producer_counts(defines, monkeypatch):
+    """Other PD_PIPE_PRODUCERS and PD_PIPE_STAGES (compile-time defines; 3 and 6 by
+    default): other slot owners and barrier counts, chunked and not, both modes."""
+    from pdscan.backends.cupy_cuda import _kernels
+
+    saved = dict(_kernels.DEFINES)
+    _kernels.set_defines({**saved, **defines})
+    try:
+        monkeypatch.setattr(_launch, "use_pipe", True)
+        rng = np.random.default_rng()
+        host = inputs(rng, (3,), 301, 64, np.complex64, K=None)
+        for chunk, tile in [(0, 5), (37, 4)]:
+            monkeypatch.setattr(_launch, "force_chunk_len", chunk)
+            monkeypatch.setattr(_launch, "force_tile_len", tile)
+            for mode in MODES:
+                got, want = forward_both(host, mode=mode, reverse=chunk > 0)
+                assert rel_err(got, want) <= 1e-5
+    finally:
+        _kernels.set_defines(saved)
+
+
+@pytest.mark.parametrize("consumer_warps", [None, 1])
+def test_pipelined_scan_sums_any_number_of_sources(consumer_warps, monkeypatch):
     """Rows with more sources than the step table holds (all 64 lanes onto 2 rows)
     take the bit-set walk; steps mixing both kinds follow one another."""
-    force_pipe(monkeypatch, 11)
+    force_pipe(monkeypatch, 11, consumer_warps)
     rng = np.random.default_rng()
     host = inputs(rng, (2,), 97, 64, np.complex128)
     crowded = rng.random(97) < 0.5
@@ -312,12 +342,13 @@ def test_pipelined_scan_sums_any_number_of_sources(monkeypatch):
     assert rel_err(got, want) <= 1e-12
 
 
-@pytest.mark.parametrize("N", [64, 100, 128])
-def test_pipelined_scan_ranks_sources_across_warp_halves(N, monkeypatch):
+@pytest.mark.parametrize("N, consumer_warps", [(64, None), (64, 1), (100, None), (100, 1), (100, 2), (128, None),
+                                               (128, 1)])
+def test_pipelined_scan_ranks_sources_across_warp_halves(N, consumer_warps, monkeypatch):
     """Each step sends a random set of c lanes, spread over every 32-lane group, onto
     one row (c from 1 to N, around the table's 4 and 8 entries) and permutes the
     rest: a row's rank count carries from one group of lanes to the next."""
-    force_pipe(monkeypatch, 7)
+    force_pipe(monkeypatch, 7, consumer_warps)
     rng = np.random.default_rng()
     L = 60
     host = inputs(rng, (2,), L, N, np.complex128)

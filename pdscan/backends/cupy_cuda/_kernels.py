@@ -68,17 +68,35 @@ def vjp_name(value: str, index_width: int, mode: str, maps: bool, e: int) -> str
 DEFINES = dict((flag.split("=", 1) + ["1"])[:2] for flag in os.environ.get("PDSCAN_CUDA_DEFINES", "").split(",")
                if flag)
 
-#: E of the pipelined forward (a one-warp consumer: N <= 32 E) and its ring of tiles,
-#: filled by producer warps, as in pdscan_pipe.cu
-PIPE_LANES = (1, 2, 4)
+#: The pipelined forward (pdscan_pipe.cu): CW consumer warps whose threads own E lanes
+#: each (N <= 32 CW E), the shapes compiled (CW E <= 4, so N <= 128), and the ring of
+#: tiles that its producer warps fill
+PIPE_SHAPES = ((1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (4, 1))
 PIPE_STAGES = int(DEFINES.get("PD_PIPE_STAGES", 6))
-PIPE_THREADS = 32 * (1 + int(DEFINES.get("PD_PIPE_PRODUCERS", 2)))
+PIPE_PRODUCERS = int(DEFINES.get("PD_PIPE_PRODUCERS", 3))
+PIPE_MAX_N = 128
 
 
-def pipe_name(value: str, index_width: int, kind: str, maps: bool, e: int, track: bool) -> str:
-    """The pipelined forward (a producer and a consumer warp per sequence or chunk)."""
+def pipe_shape(n: int, consumer_warps: int | None = None) -> tuple[int, int]:
+    """(CW, E) of the pipelined forward for N = n <= PIPE_MAX_N: CW consumer warps, E
+    lanes a thread, the fewest that cover N.  By default one warp up to N = 32 and two
+    beyond (measured on the H200: two warps took 7 to 13 % off the scatter forward at
+    N = 64 and 128 and cost 17 % at N = 32; four were slower; docs/benchmarks.md)."""
+    cw = consumer_warps or (1 if n <= 32 else 2)
+    for c, e in PIPE_SHAPES:
+        if c == cw and 32 * c * e >= n:
+            return c, e
+    raise ValueError(f"no pipelined shape with {cw} consumer warps for N = {n}")
+
+
+def pipe_threads(cw: int) -> int:
+    return 32 * (cw + PIPE_PRODUCERS)
+
+
+def pipe_name(value: str, index_width: int, kind: str, maps: bool, e: int, cw: int, track: bool) -> str:
+    """The pipelined forward (producer and consumer warps per sequence or chunk)."""
     return (f"pd::pd_scan_pipe<{VALUE_TYPES[value]}, {index_width}, {KINDS[kind]}, "
-            f"{'true' if maps else 'false'}, {e}, {'true' if track else 'false'}>")
+            f"{'true' if maps else 'false'}, {e}, {cw}, {'true' if track else 'false'}>")
 
 
 #: (i, j) pairs of the dictionary gradient each thread of pd_dict_grad_q sums
@@ -107,8 +125,11 @@ def all_names(*, every_e: bool = False):
                 e == 2 and ((not maps and not track) or width == 4))
             if wanted:
                 names.add(scan_name(value, width, kind, maps, e, track))
-                if e in PIPE_LANES:
-                    names.add(pipe_name(value, width, kind, maps, e, track))
+                for cw, pe in PIPE_SHAPES:
+                    # every shape for complex64 / int32; elsewhere the defaults' shapes
+                    if pe == e and (every_e or (value == "complex64" and width == 4)
+                                    or (cw, pe) in {pipe_shape(n) for n in (32, 64, 128)}):
+                        names.add(pipe_name(value, width, kind, maps, e, cw, track))
                 if not track:
                     names.add(vjp_name(value, width, kind, maps, e))
     for value in VALUE_TYPES:
@@ -123,8 +144,24 @@ def source() -> str:
     return "\n".join([header] + bodies)
 
 
-NVRTC_OPTIONS = ("--std=c++17",) + tuple(f"-D{name}={value}" for name, value in DEFINES.items()) + (
-    ("-lineinfo",) if os.environ.get("PDSCAN_CUDA_LINEINFO", "0") not in ("", "0") else ())  # for compute-sanitizer
+def _nvrtc_options():
+    return ("--std=c++17",) + tuple(f"-D{name}={value}" for name, value in DEFINES.items()) + (
+        ("-lineinfo",) if os.environ.get("PDSCAN_CUDA_LINEINFO", "0") not in ("", "0") else ())  # compute-sanitizer
+
+
+NVRTC_OPTIONS = _nvrtc_options()
+
+
+def set_defines(defines: dict[str, str]) -> None:
+    """Compile the kernels from now on with these -D defines instead of
+    PDSCAN_CUDA_DEFINES' (tuning runs compare variants in one process)."""
+    global NVRTC_OPTIONS, PIPE_STAGES, PIPE_PRODUCERS
+    DEFINES.clear()
+    DEFINES.update(defines)
+    NVRTC_OPTIONS = _nvrtc_options()
+    PIPE_STAGES = int(DEFINES.get("PD_PIPE_STAGES", 6))
+    PIPE_PRODUCERS = int(DEFINES.get("PD_PIPE_PRODUCERS", 3))
+    _compiled.cache_clear()
 
 
 def kernel(name: str):

@@ -41,6 +41,10 @@ force_chunk_len: int | None = None
 use_pipe: bool | None = None
 #: its tile length forced by tests (None: from PIPE_TILE_BYTES)
 force_tile_len: int | None = None
+#: its consumer warps forced by tests and benchmarks (None: ``_kernels.pipe_shape``'s
+#: default)
+pipe_consumer_warps: int | None = (int(os.environ["PDSCAN_CUDA_PIPE_CONSUMER_WARPS"])
+                                   if os.environ.get("PDSCAN_CUDA_PIPE_CONSUMER_WARPS") else None)
 #: shared memory one tile of the pipelined scan's ring may take (sets the tile length)
 PIPE_TILE_BYTES = int(os.environ.get("PDSCAN_CUDA_PIPE_TILE_BYTES", str(32 * 1024)))
 #: fewer sequences than multiprocessors are cut into chunks of time (at least
@@ -255,9 +259,9 @@ def pipe_plan(S, L):
 
 def _pipe_rows(ix, itemsize, kind, N):
     """(lanes per row NB, d/b row pitch, a step's table) in bytes, as in pdscan_pipe.cu."""
-    e = K.lanes_per_thread(N)
-    nb = -(-N // e) * e
-    table = _round16(4 * nb) if kind == "gather" else _round16(16 * nb + 4 * e * nb + 4 * e)
+    cw, e = K.pipe_shape(N, pipe_consumer_warps)
+    nb, w = -(-N // e) * e, cw * e
+    table = _round16(4 * nb) if kind == "gather" else _round16(16 * nb + 4 * w * nb + 4 * w)
     return nb, _round16(itemsize * nb), table
 
 
@@ -295,9 +299,9 @@ def pipe_tile(ix, itemsize, kind, N, longest, units):
 def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags):
     """The forward through pd_scan_pipe (chunked over time for few sequences); False
     where it does not apply (N over 128, or shared memory too small)."""
-    e = K.lanes_per_thread(N)
-    if use_pipe is False or N > 32 * max(K.PIPE_LANES):
+    if use_pipe is False or N > K.PIPE_MAX_N:
         return False
+    cw, e = K.pipe_shape(N, pipe_consumer_warps)
     chunks, chunk = pipe_plan(S, L)
     tile = pipe_tile(ix, d.itemsize, kind, N, chunk, S * chunks)
     limit = _attr("MaxSharedMemoryPerBlockOptin")
@@ -312,12 +316,12 @@ def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
     if chunks > 1:
         # the summaries of every chunk but the last, then their scan into each chunk's start
         summaries = _summaries(S, chunks, N, d.dtype)
-        _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, True), S * (chunks - 1), K.PIPE_THREADS,
+        _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, cw, True), S * (chunks - 1), K.pipe_threads(cw),
                 pipe_smem(ix, d.itemsize, kind, True, N, tile),
                 inputs + (NULL, _i64(0), NULL, NULL, _i64(0)) + summaries
                 + (_i32(L), _i32(N), _i32(chunk), _i32(chunks - 1), _i32(chunks), _i32(tile), _i32(flags)))
         chain = _chain(value, kind, summaries, x0, x0_stride, flags & K.F_DETERMINISTIC | K.F_SIGNED_INDEX)
-    _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, False), S * chunks, K.PIPE_THREADS,
+    _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, cw, False), S * chunks, K.pipe_threads(cw),
             pipe_smem(ix, d.itemsize, kind, False, N, tile),
             inputs + (x0 if x0 is not None else NULL, _i64(x0_stride), chain if chain is not None else NULL,
                       out, _i64(L * N), NULL, NULL, NULL,

@@ -1,47 +1,51 @@
-// The pipelined forward scan: one block of three warps per unit (a whole
-// sequence, or one chunk of its time).
+// The pipelined forward scan: one block per unit (a whole sequence, or one chunk
+// of its time), of CW consumer warps and PIPE_PRODUCERS producer warps.
 //
-//   warps 1 and 2, the producers, take tiles of T steps in turn (even and odd):
-//   each copies its tiles' inputs (index words or selectors, d, b) into its
-//   PIPE_STAGES / 2 shared-memory slots with asynchronous copies, ahead of their
-//   use, and turns each step's index into what the consumer reads directly: in
-//   gather mode the byte offset of every lane's source in the exchange buffer; in
+//   the producers (warps CW .. CW + PIPE_PRODUCERS - 1) take tiles of T steps in
+//   turn (tile j goes to producer j % PIPE_PRODUCERS): each copies its tiles'
+//   inputs (index words or selectors, d, b) into its PIPE_STAGES / PIPE_PRODUCERS
+//   shared-memory slots with asynchronous copies, ahead of their use, and turns
+//   each step's index into what the consumers read directly: in gather mode the
+//   byte offset of every lane's source in the exchange buffer; in
 //   scatter mode the table of every row's sources (their offsets, in lane order);
-//   warp 0, the consumer, runs the recurrence out of the slots and writes x.
+//   the consumer warps run the recurrence out of the slots and write x.
 //
 // Why: a one-warp team is bound by the instructions of its step, issued one after
-// another (docs/benchmarks.md).  Here the consumer's step is only the exchange of
-// the state: vector loads of its lanes' operands, a store, a warp barrier, one
-// load per source and the arithmetic.  Decoding, range checks and collision
-// bookkeeping run on the producer.  The consumer's thread `tid` owns the E
-// adjacent lanes E tid .. E tid + E - 1, so its operands are single vector
-// accesses.  Scatter sums each row's sources in lane order: bitwise reproducible
-// (a step with a row of more than RCAP sources, or an out-of-range index, walks
-// the row's bit set of sources instead, in the same order).
+// another (docs/benchmarks.md).  Here a consumer's step is only the exchange of
+// the state: vector loads of its lanes' operands, a store, a barrier, one load per
+// source and the arithmetic.  Decoding, range checks and collision bookkeeping run
+// on the producers.  Consumer thread `tid` (0 .. 32 CW - 1) owns the E adjacent
+// lanes E tid .. E tid + E - 1 (N <= 32 CW E), so its operands are single vector
+// accesses; more consumer warps give each fewer lanes, at the price of a named
+// barrier across them (STEP_BARRIER) instead of a warp barrier at every step.
+// Scatter sums each row's sources in lane order: bitwise reproducible (a step with
+// a row of more than RCAP sources, or an out-of-range index, walks the row's bit
+// set of sources instead, in the same order).
 //
-// Two producers, as building scatter tables takes about as long as running the
-// steps.  The consumer and a slot's producer meet at named barriers: FULL(slot)
-// once the slot's tile and tables are in place, EMPTY(slot) once the consumer is
-// done with it (barrier 0 stays __syncthreads').  TRACK: write the unit's summary (transform, state from zero)
-// instead of x, as pd_scan<..., TRACK> does.  The forward only: no F_PRE_ADD, no
-// F_CONJ.
+// Three producers and, from N = 33 on, two consumer warps: building scatter
+// tables takes about as long as running the steps, and the split of each side that
+// measured fastest on the H200 (docs/benchmarks.md) keeps both sides busy.  The
+// consumers and a slot's producer meet at named barriers: FULL(slot) once the
+// slot's tile and tables are in place, EMPTY(slot) once the consumers are done
+// with it (barrier 0 stays __syncthreads').  TRACK: write the unit's summary
+// (transform, state from zero) instead of x, as pd_scan<..., TRACK> does.  The
+// forward only: no F_PRE_ADD, no F_CONJ.
 #include "pdscan_common.cuh"
 
 namespace pd {
 
 // slots: tile j in j % PIPE_STAGES, from producer j % PIPE_PRODUCERS (a divisor of
-// PIPE_STAGES); 1 + 2 PIPE_STAGES named barriers of the 16.  Defines for experiments.
+// PIPE_STAGES); 2 + 2 PIPE_STAGES named barriers of the 16.  Defines for experiments.
 #ifndef PD_PIPE_STAGES
 #define PD_PIPE_STAGES 6
 #endif
 #ifndef PD_PIPE_PRODUCERS
-#define PD_PIPE_PRODUCERS 2
+#define PD_PIPE_PRODUCERS 3
 #endif
 constexpr int PIPE_STAGES = PD_PIPE_STAGES;
 constexpr int PIPE_PRODUCERS = PD_PIPE_PRODUCERS;
-static_assert(PIPE_STAGES % PIPE_PRODUCERS == 0 && PIPE_STAGES / PIPE_PRODUCERS >= 2 && 1 + 2 * PIPE_STAGES <= 16,
+static_assert(PIPE_STAGES % PIPE_PRODUCERS == 0 && PIPE_STAGES / PIPE_PRODUCERS >= 2 && 2 + 2 * PIPE_STAGES <= 16,
               "each producer owns at least two slots; the barriers fit in 16");
-constexpr int PIPE_THREADS = 32 * (1 + PIPE_PRODUCERS);
 constexpr unsigned char WALK_MASKS = 0xff;  // a step's `terms`: use the bit sets
 
 constexpr int RCAP = 8;  // scatter tables: up to RCAP sources per row, in lane order
@@ -73,10 +77,27 @@ __device__ __forceinline__ void stage(void* dst, const void* src, long long byte
   }
 }
 
-__device__ __forceinline__ void named_sync(int id) { asm volatile("bar.sync %0, 64;" ::"r"(id) : "memory"); }
-__device__ __forceinline__ void named_arrive(int id) { asm volatile("bar.arrive %0, 64;" ::"r"(id) : "memory"); }
+// FULL and EMPTY pair the CW consumer warps with one producer warp
+template <int CW>
+__device__ __forceinline__ void named_sync(int id) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "n"(32 * (CW + 1)) : "memory");
+}
+template <int CW>
+__device__ __forceinline__ void named_arrive(int id) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "n"(32 * (CW + 1)) : "memory");
+}
 __device__ __forceinline__ int full_barrier(int slot) { return 1 + slot; }
 __device__ __forceinline__ int empty_barrier(int slot) { return 1 + PIPE_STAGES + slot; }
+constexpr int STEP_BARRIER = 1 + 2 * PIPE_STAGES;
+// The consumer warps' barrier between writing the exchange and reading it
+template <int CW>
+__device__ __forceinline__ void consumer_sync() {
+  if (CW == 1) {
+    __syncwarp();
+  } else {
+    asm volatile("bar.sync %0, %1;" ::"n"(STEP_BARRIER), "n"(32 * CW) : "memory");
+  }
+}
 
 // E adjacent values as one aligned access (a 16-byte vector, two, or smaller)
 template <typename V, int E>
@@ -98,11 +119,12 @@ __device__ __forceinline__ void store_pack(V* p, const V (&v)[E]) {
 // Shared memory of a block, mirrored by the launcher's pipe_smem().  Rows of lanes
 // are NB = N rounded up to E entries, their pitch a multiple of 16 bytes.
 //   slot (PIPE_STAGES): [index words | d rows | b rows | gather: offsets rows
-//                        | scatter: source rows (RCAP u16) | bit-set rows (E words) | invalid lanes (E words) | terms]
+//                        | scatter: source rows (RCAP u16) | bit-set rows (W words) | invalid lanes (W words) | terms]
 //   [maps K N] [their tables, K + 1 entries (entry K: a selector out of range)]
 //   [exchange 2 x (NB + 2): entry NB stays 0, NB + 1 NaN] [tracking (gather summaries)]
-template <typename T, int IW, int KIND, bool MAPS, int E, bool TRACK>
+template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK>
 struct pipe_smem {
+  static constexpr int W = E * CW;  // 32-lane words of a row's bit set
   typedef typename index_word<IW>::type word;
   int NB, tile_len, K;
   long long values_pitch, step_table_bytes, index_bytes, values_bytes, slot_bytes, exchange_stride;
@@ -117,7 +139,7 @@ struct pipe_smem {
     NB = (N + E - 1) / E * E;
     values_pitch = round16((long long)sizeof(T) * NB);
     // a step's table: gather: offsets; scatter: sources, bit sets, lanes out of range
-    step_table_bytes = KIND == GATHER ? round16(4LL * NB) : round16(16LL * NB + 4LL * E * NB + 4LL * E);
+    step_table_bytes = KIND == GATHER ? round16(4LL * NB) : round16(16LL * NB + 4LL * W * NB + 4LL * W);
     index_bytes = round16(MAPS ? 4LL * tile_len : (long long)IW * tile_len * N);
     values_bytes = values_pitch * tile_len;
     slot_bytes = index_bytes + 2 * values_bytes;
@@ -165,20 +187,20 @@ __device__ __forceinline__ void stage_rows(void* dst, long long pitch, const voi
 //   gather: offsets[i], the byte offset of lane i's source in the exchange (NB + 1,
 //           the NaN entry, when out of range; NB, the zero entry, past N);
 //   scatter: sources[i * RCAP + k] (u16), the byte offset of row i's k-th source in
-//           lane order (NB where there is none), the bit sets masks[i * E + w] of the
-//           row's sources and inv[w] of the lanes out of range; terms[r] is the most
+//           lane order (NB where there is none), the bit sets masks[i * W + w] of the
+//           row's sources (W words: NB <= 32 W) and inv[w] of the lanes out of range; terms[r] is the most
 //           sources of any row, or WALK_MASKS when over RCAP or when a lane is out of range.
 // Scatter tables are built in three passes over all the rows (clear, set the bits,
 // rank each source by a population count of its row's bits below it), so a warp
 // barrier separates passes rather than steps, and the rows' latencies overlap.
-template <typename T, int KIND, int E, typename Target>
+template <typename T, int KIND, int W, typename Target>
 __device__ __forceinline__ void write_tables(const Target& target, int rows, unsigned char* tables, long long stride,
                                              unsigned char* terms, int N, int NB, int lane_id) {
   if (KIND == GATHER) {
     for (int r = 0; r < rows; ++r) {
       int* offsets = (int*)(tables + r * stride);
 #pragma unroll
-      for (int e = 0; e < E; ++e) {
+      for (int e = 0; e < W; ++e) {
         const int lane = e * 32 + lane_id;
         if (lane < NB) {
           const int t = lane < N ? target(r, lane) : -1;
@@ -190,18 +212,18 @@ __device__ __forceinline__ void write_tables(const Target& target, int rows, uns
   }
   const unsigned none = 0x10001u * (unsigned)(NB * sizeof(T));
   const uint4 none4 = make_uint4(none, none, none, none);
-  // lane e * 32 + lane_id of a row's NB (<= 32 E) is this thread's: loops over e unroll
+  // lane e * 32 + lane_id of a row's NB (<= 32 W) is this thread's: loops over e unroll
   __syncwarp();  // the consumer reads tables only after FULL; this warp's earlier reads are done
   for (int r = 0; r < rows; ++r) {
     unsigned char* table = tables + r * stride;
     unsigned* masks = (unsigned*)(table + 16LL * NB);
 #pragma unroll
-    for (int e = 0; e < E; ++e) {
+    for (int e = 0; e < W; ++e) {
       const int i = e * 32 + lane_id;
       if (i < NB) {
         ((uint4*)table)[i] = none4;  // RCAP u16 = 16 bytes a row
 #pragma unroll
-        for (int w = 0; w < E; ++w) masks[i * E + w] = 0u;
+        for (int w = 0; w < W; ++w) masks[i * W + w] = 0u;
       }
     }
   }
@@ -210,12 +232,12 @@ __device__ __forceinline__ void write_tables(const Target& target, int rows, uns
   for (int r = 0; r < rows; ++r) {
     unsigned* masks = (unsigned*)(tables + r * stride + 16LL * NB);
 #pragma unroll
-    for (int e = 0; e < E; ++e) {
+    for (int e = 0; e < W; ++e) {
       const int lane = e * 32 + lane_id;
       const int t = lane < N ? target(r, lane) : 0;
-      if (t >= 0 && lane < N) atomicOr(masks + t * E + e, 1u << lane_id);
+      if (t >= 0 && lane < N) atomicOr(masks + t * W + e, 1u << lane_id);
       const unsigned bad = __ballot_sync(0xffffffffu, t < 0);
-      if (lane_id == 0) masks[E * NB + e] = bad;
+      if (lane_id == 0) masks[W * NB + e] = bad;
     }
   }
   __syncwarp();
@@ -227,35 +249,35 @@ __device__ __forceinline__ void write_tables(const Target& target, int rows, uns
     const unsigned* masks = (const unsigned*)(table + 16LL * NB);
     int most = 0;
 #pragma unroll
-    for (int e = 0; e < E; ++e) {
+    for (int e = 0; e < W; ++e) {
       const int lane = e * 32 + lane_id;
       const int t = lane < N ? target(r, lane) : -1;
       if (t >= 0) {
-        const pack<unsigned, E> row = load_pack<unsigned, E>(masks + t * E);
+        const pack<unsigned, W> row = load_pack<unsigned, W>(masks + t * W);
         int rank = __popc(row.v[e] & lower);
 #pragma unroll
         for (int w = 0; w < e; ++w) rank += __popc(row.v[w]);
         if (rank < RCAP) sources[t * RCAP + rank] = (unsigned short)(lane * sizeof(T));
       }
       if (lane < NB) {
-        const pack<unsigned, E> own = load_pack<unsigned, E>(masks + lane * E);
+        const pack<unsigned, W> own = load_pack<unsigned, W>(masks + lane * W);
         int count = 0;
 #pragma unroll
-        for (int w = 0; w < E; ++w) count += __popc(own.v[w]);
+        for (int w = 0; w < W; ++w) count += __popc(own.v[w]);
         most = max(most, count);
       }
     }
-    const pack<unsigned, E> inv = load_pack<unsigned, E>(masks + E * NB);
+    const pack<unsigned, W> inv = load_pack<unsigned, W>(masks + W * NB);
     unsigned bad = 0u;
 #pragma unroll
-    for (int w = 0; w < E; ++w) bad |= inv.v[w];
+    for (int w = 0; w < W; ++w) bad |= inv.v[w];
     most = __reduce_max_sync(0xffffffffu, (unsigned)most);
     if (lane_id == 0) terms[r] = (bad != 0u || most > RCAP) ? WALK_MASKS : (unsigned char)most;
   }
 }
 
-template <typename T, int IW, int KIND, bool MAPS, int E, bool TRACK>
-__global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
+template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK>
+__global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     const void* __restrict__ index_raw, long long index_stride, int index_grain,
     const int* __restrict__ maps, long long maps_stride, int K,
     const T* __restrict__ d, long long d_stride, int d_grain,
@@ -267,7 +289,8 @@ __global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
     int L, int N, int chunk_len, int units_per_seq, int chunks, int tile_len, int flags) {
   typedef typename index_word<IW>::type word;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  pipe_smem<T, IW, KIND, MAPS, E, TRACK> sm(smem_raw, tile_len, N, K);
+  pipe_smem<T, IW, KIND, MAPS, E, CW, TRACK> sm(smem_raw, tile_len, N, K);
+  constexpr int W = E * CW;
   const int NB = sm.NB;
 
   const long long s = blockIdx.x / units_per_seq;
@@ -283,12 +306,12 @@ __global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
     return rows;
   };
 
-  for (int i = threadIdx.x; i < 2 * (NB + 2); i += PIPE_THREADS) {
+  for (int i = threadIdx.x; i < 2 * (NB + 2); i += blockDim.x) {
     T* half = (T*)(sm.exchange + (i / (NB + 2)) * sm.exchange_stride);
     half[i % (NB + 2)] = (i % (NB + 2)) == NB + 1 ? nan_of(T()) : T();
   }
   if (TRACK && KIND == GATHER) {
-    for (int i = threadIdx.x; i < 2 * (NB + 2); i += PIPE_THREADS) {
+    for (int i = threadIdx.x; i < 2 * (NB + 2); i += blockDim.x) {
       const int at = i % (NB + 2), half = i / (NB + 2);
       ((T*)(sm.track_d + half * sm.exchange_stride))[at] = at == NB + 1 ? nan_of(T()) : T();
       ((int*)(sm.track_s + half * round16(4LL * (NB + 2))))[at] = -1;
@@ -296,12 +319,12 @@ __global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
   }
   if (MAPS) {
     const int* my_maps = maps + s * maps_stride;
-    for (int i = threadIdx.x; i < K * N; i += PIPE_THREADS) sm.maps[i] = my_maps[i];
+    for (int i = threadIdx.x; i < K * N; i += blockDim.x) sm.maps[i] = my_maps[i];
   }
   __syncthreads();
 
   const int warp = threadIdx.x >> 5, lane_id = threadIdx.x & 31;
-  const int producer = warp - 1;  // its tiles: producer, producer + 2, ...
+  const int producer = warp - CW;  // its tiles: producer, producer + PIPE_PRODUCERS, ...
   constexpr int OWN = PIPE_STAGES / PIPE_PRODUCERS;  // slots of a producer
   auto issue = [&](int j) {
     if (j < tiles) {
@@ -320,17 +343,17 @@ __global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
     }
     asm volatile("cp.async.commit_group;" ::: "memory");  // empty past the end: the counts stay uniform
   };
-  if (warp > 0)
+  if (warp >= CW)
     for (int m = 0; m < OWN - 1; ++m) issue(producer + PIPE_PRODUCERS * m);
-  if (MAPS && warp == 1) {
+  if (MAPS && warp == CW) {
     // entry K: every lane out of range (a selector out of range); the launcher
     // made the dictionary's out-of-range entries -1
     auto entry = [&](int k, int lane) { return k < K ? sm.maps[k * N + lane] : -1; };
-    write_tables<T, KIND, E>(entry, K + 1, sm.map_table(0), sm.step_table_bytes, sm.map_terms(), N, NB, lane_id);
+    write_tables<T, KIND, W>(entry, K + 1, sm.map_table(0), sm.step_table_bytes, sm.map_terms(), N, NB, lane_id);
   }
   if (MAPS) __syncthreads();  // the dictionary's tables are in place
 
-  if (warp > 0) {
+  if (warp >= CW) {
     // ------------------------------------------------------------ producers
     for (int j = producer; j < tiles; j += PIPE_PRODUCERS) {
       asm volatile("cp.async.wait_group %0;" ::"n"(OWN - 2) : "memory");  // tile j is in
@@ -341,12 +364,12 @@ __global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
         const int rows = tile_at(j, t_lo);
         const word* index = sm.index(sl);
         auto decoded = [&](int r, int lane) { return lane_of<IW>(index[r * N + lane], is_signed, N); };
-        write_tables<T, KIND, E>(decoded, rows, sm.table(sl, 0), sm.step_table_bytes, sm.terms(sl), N, NB, lane_id);
+        write_tables<T, KIND, W>(decoded, rows, sm.table(sl, 0), sm.step_table_bytes, sm.terms(sl), N, NB, lane_id);
       }
-      named_arrive(full_barrier(sl));
+      named_arrive<CW>(full_barrier(sl));
       // the next tile but one of this producer takes the slot of its previous tile
       const int next = j + PIPE_PRODUCERS * (OWN - 1);
-      if (next < tiles && next >= PIPE_STAGES) named_sync(empty_barrier(next % PIPE_STAGES));
+      if (next < tiles && next >= PIPE_STAGES) named_sync<CW>(empty_barrier(next % PIPE_STAGES));
       issue(next);
     }
     asm volatile("cp.async.wait_group 0;" ::: "memory");
@@ -410,7 +433,7 @@ __global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
       return sm.table(sl, r);
     };
 
-    named_sync(full_barrier(sl));
+    named_sync<CW>(full_barrier(sl));
     for (int i = 0; i < rows; ++i) {
       const int r = rev ? rows - 1 - i : i;
       int terms = 0;
@@ -431,7 +454,7 @@ __global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
               ((T*)dbuf)[own + e] = track_d[e];
             }
           }
-          __syncwarp();
+          consumer_sync<CW>();
 #pragma unroll
           for (int e = 0; e < E; ++e) {
             const int at = from.v[e] / (int)sizeof(T);
@@ -439,7 +462,7 @@ __global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
             track_d[e] = mul(dv.v[e], ((const T*)dbuf)[at]);
           }
         } else {
-          __syncwarp();
+          consumer_sync<CW>();
         }
 #pragma unroll
         for (int e = 0; e < E; ++e) x[e] = add(mul(dv.v[e], *(const T*)(buf + from.v[e])), bv.v[e]);
@@ -448,7 +471,7 @@ __global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
 #pragma unroll
         for (int e = 0; e < E; ++e) v[e] = mul(dv.v[e], x[e]);
         if (active) store_pack<T, E>((T*)buf + own, v);
-        __syncwarp();
+        consumer_sync<CW>();
         T acc[E];
         if (terms != WALK_MASKS) {
           const pack<unsigned short, E * RCAP> src = load_pack<unsigned short, E * RCAP>(
@@ -475,14 +498,14 @@ __global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
           // every source of the row in lane order, from its bit set; NaN where the
           // row's own lane is out of range
           const unsigned* masks = (const unsigned*)(tab + 16LL * NB);
-          const unsigned* inv = masks + E * NB;
+          const unsigned* inv = masks + W * NB;
 #pragma unroll
           for (int e = 0; e < E; ++e) {
             const int lane = at + e;
             acc[e] = ((inv[lane >> 5] >> (lane & 31)) & 1u) ? nan_of(T()) : T();
 #pragma unroll
-            for (int w = 0; w < E; ++w) {
-              for (unsigned m = masks[lane * E + w]; m != 0u; m &= m - 1u)
+            for (int w = 0; w < W; ++w) {
+              for (unsigned m = masks[lane * W + w]; m != 0u; m &= m - 1u)
                 acc[e] = add(acc[e], ((const T*)buf)[w * 32 + __ffs(m) - 1]);
             }
           }
@@ -520,9 +543,9 @@ __global__ void __launch_bounds__(PIPE_THREADS) pd_scan_pipe(
       // ordering this warp's reads of the slot before the producer's next copies
       // into it (PTX does: a bar.arrive's prior accesses are performed when the
       // barrier completes).  Waiting here as well makes that order visible to it.
-      named_sync(empty_barrier(sl));
+      named_sync<CW>(empty_barrier(sl));
 #else
-      named_arrive(empty_barrier(sl));
+      named_arrive<CW>(empty_barrier(sl));
 #endif
     }
   }
