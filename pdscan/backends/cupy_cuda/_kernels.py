@@ -137,11 +137,18 @@ def all_names(*, every_e: bool = False):
     return sorted(names)
 
 
+HEADERS = ("pdscan_common.cuh", "pdscan_pipe_producer.cuh")  # in the order they include one another
+
+
 def source() -> str:
-    """The kernels' translation unit with the header inlined."""
-    header = (HERE / "pdscan_common.cuh").read_text()
-    bodies = [(HERE / name).read_text().replace('#include "pdscan_common.cuh"', "") for name in SOURCES]
-    return "\n".join([header] + bodies)
+    """The kernels' translation unit with the headers inlined (NVRTC gets one string)."""
+    def body(name):
+        text = (HERE / name).read_text().replace("#pragma once", "")
+        for header in HEADERS:
+            text = text.replace(f'#include "{header}"', "")
+        return text
+
+    return "\n".join(body(name) for name in HEADERS + SOURCES)
 
 
 def _nvrtc_options():
