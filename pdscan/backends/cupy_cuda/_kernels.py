@@ -72,8 +72,6 @@ DEFINES = dict((flag.split("=", 1) + ["1"])[:2] for flag in os.environ.get("PDSC
 #: each (N <= 32 CW E), the shapes compiled (CW E <= 4, so N <= 128), and the ring of
 #: tiles that its producer warps fill
 PIPE_SHAPES = ((1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (4, 1))
-PIPE_STAGES = int(DEFINES.get("PD_PIPE_STAGES", 6))
-PIPE_PRODUCERS = int(DEFINES.get("PD_PIPE_PRODUCERS", 3))
 PIPE_MAX_N = 128
 
 
@@ -116,6 +114,7 @@ def all_names(*, every_e: bool = False):
     type; every E for complex64 / int32 (the axes are independent of one another);
     the straight-through contractions for every value type."""
     names = set()
+    default_pipe_shapes = {pipe_shape(n) for n in (32, 64, 128)}
     for value, width, kind, maps, track in itertools.product(
             VALUE_TYPES, INDEX_WIDTHS, KINDS, (False, True), (False, True)):
         if maps and width != 4:
@@ -128,7 +127,7 @@ def all_names(*, every_e: bool = False):
                 for cw, pe in PIPE_SHAPES:
                     # every shape for complex64 / int32; elsewhere the defaults' shapes
                     if pe == e and (every_e or (value == "complex64" and width == 4)
-                                    or (cw, pe) in {pipe_shape(n) for n in (32, 64, 128)}):
+                                    or (cw, pe) in default_pipe_shapes):
                         names.add(pipe_name(value, width, kind, maps, e, cw, track))
                 if not track:
                     names.add(vjp_name(value, width, kind, maps, e))
@@ -151,23 +150,25 @@ def source() -> str:
     return "\n".join(body(name) for name in HEADERS + SOURCES)
 
 
-def _nvrtc_options():
-    return ("--std=c++17",) + tuple(f"-D{name}={value}" for name, value in DEFINES.items()) + (
+def _read_defines():
+    """What follows from DEFINES: the NVRTC options and the pipelined scan's ring (the
+    defaults of pdscan_pipe.cu where a define is absent)."""
+    global NVRTC_OPTIONS, PIPE_STAGES, PIPE_PRODUCERS
+    NVRTC_OPTIONS = ("--std=c++17",) + tuple(f"-D{name}={value}" for name, value in DEFINES.items()) + (
         ("-lineinfo",) if os.environ.get("PDSCAN_CUDA_LINEINFO", "0") not in ("", "0") else ())  # compute-sanitizer
+    PIPE_STAGES = int(DEFINES.get("PD_PIPE_STAGES", 6))
+    PIPE_PRODUCERS = int(DEFINES.get("PD_PIPE_PRODUCERS", 3))
 
 
-NVRTC_OPTIONS = _nvrtc_options()
+_read_defines()
 
 
 def set_defines(defines: dict[str, str]) -> None:
     """Compile the kernels from now on with these -D defines instead of
     PDSCAN_CUDA_DEFINES' (tuning runs compare variants in one process)."""
-    global NVRTC_OPTIONS, PIPE_STAGES, PIPE_PRODUCERS
     DEFINES.clear()
     DEFINES.update(defines)
-    NVRTC_OPTIONS = _nvrtc_options()
-    PIPE_STAGES = int(DEFINES.get("PD_PIPE_STAGES", 6))
-    PIPE_PRODUCERS = int(DEFINES.get("PD_PIPE_PRODUCERS", 3))
+    _read_defines()
     _compiled.cache_clear()
 
 

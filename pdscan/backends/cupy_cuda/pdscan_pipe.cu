@@ -137,8 +137,9 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     int L, int N, int chunk_len, int units_per_seq, int chunks, int tile_len, int flags) {
   typedef typename index_word<IW>::type word;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  pipe_smem<T, IW, KIND, MAPS, E, CW, TRACK> sm(smem_raw, tile_len, N, K);
-  constexpr int W = E * CW;
+  typedef pipe_smem<T, IW, KIND, MAPS, E, CW, TRACK> smem_layout;
+  smem_layout sm(smem_raw, tile_len, N, K);
+  constexpr int W = smem_layout::W;
   const int NB = sm.NB;
 
   const long long s = blockIdx.x / units_per_seq;
