@@ -331,9 +331,12 @@ def train_jax(task, cfg, log=print):
 # ------------------------------------------------------------------------------- driver
 
 
+_START = time.perf_counter()
+
+
 def _progress(log, step, steps, losses):
     if step % 100 == 99 or step == steps - 1:
-        log(f"step {step + 1}/{steps}  loss {np.mean(losses[-100:]):.4f}")
+        log(f"step {step + 1}/{steps}  loss {np.mean(losses[-100:]):.4f}  ({time.perf_counter() - _START:.0f} s)")
 
 
 def evaluate(task, predict, lengths, size, seed, chunk=128):
