@@ -252,7 +252,7 @@ def train_torch(task, cfg, log=print):
     def predict(x):
         return model(torch.as_tensor(x, device=device)).argmax(-1).cpu().numpy()
 
-    predict.model = model  # for inspection
+    predict.weights = lambda: {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     return losses, predict
 
 
@@ -325,7 +325,16 @@ def train_jax(task, cfg, log=print):
         losses.append(float(loss))
         _progress(log, step, cfg["steps"], losses)
     predict_jit = jax.jit(lambda params, x: jnp.argmax(logits(params, x), -1))
-    return losses, lambda x: np.asarray(predict_jit(params, x))
+
+    def predict(x):
+        return np.asarray(predict_jit(params, x))
+
+    # the torch model's state_dict names: the layers' parameters are named alike in both frameworks
+    predict.weights = lambda: {"embed.weight": np.asarray(params["embed"]), "head.weight": np.asarray(params["head_w"]),
+                               "head.bias": np.asarray(params["head_b"]),
+                               **{f"layers.{i}.{k}": np.asarray(v) for i, p in enumerate(params["layers"])
+                                  for k, v in p.items()}}
+    return losses, predict
 
 
 # ------------------------------------------------------------------------------- driver
@@ -351,8 +360,10 @@ def evaluate(task, predict, lengths, size, seed, chunk=128):
     return accuracy
 
 
-def run(task, framework, log=print, **overrides):
-    """Train on ``task`` with ``framework`` and test; returns the results dict."""
+def run(task, framework, log=print, save=None, **overrides):
+    """Train on ``task`` with ``framework`` and test; returns the results dict.  ``save``: a
+    path to write the trained weights to (.npz, the torch model's parameter names, with
+    the configuration), for ``state_tracking_probe.py``."""
     if task not in TASKS:
         raise ValueError(f"task: expected one of {sorted(TASKS)}, got {task!r}")
     if framework not in ("torch", "jax"):
@@ -373,6 +384,8 @@ def run(task, framework, log=print, **overrides):
         train_s = time.perf_counter() - start
         train_acc = evaluate(task, predict, [cfg["train_max"] // 2], 256, cfg["seed"])
         test_acc = evaluate(task, predict, cfg["test_lengths"], cfg["test_size"], cfg["seed"])
+    if save:
+        np.savez(save, __config__=json.dumps(dict(cfg, task=task, framework=framework)), **predict.weights())
     return dict(task=task, framework=framework, config=cfg, train_seconds=round(train_s, 1),
                 losses=losses, train_accuracy=train_acc, test_accuracy=test_acc,
                 test_mean=float(np.mean(list(test_acc.values()))),
@@ -474,6 +487,7 @@ def main(argv=None):
                     help="a5, modular: train on the label of every prefix, or on the last only")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--save", help="write the trained weights here (.npz), for examples/state_tracking_probe.py")
     ap.add_argument("--plot", nargs="+", help="plot these results files instead of training")
     ap.add_argument("--plot-out", default="docs/state_tracking.png")
     ap.add_argument("--table", nargs="+", help="print these results files as a Markdown table")
@@ -489,7 +503,8 @@ def main(argv=None):
     keys = ("steps", "lr", "layers", "d_model", "state_size", "heads", "dict_size", "batch", "seed",
             "temperature", "weight_decay", "curriculum", "test_size", "test_lengths", "magnitude_init", "phase_init",
             "decayed", "frozen", "zeroed", "flash", "per_step", "device")
-    r = run(args.task, args.framework, log=lambda s: print(s, flush=True), **{k: getattr(args, k) for k in keys})
+    r = run(args.task, args.framework, log=lambda s: print(s, flush=True), save=args.save,
+            **{k: getattr(args, k) for k in keys})
     print(f"{args.task} / {args.framework}: trained {r['train_seconds']} s; accuracy at length "
           + ", ".join(f"{k}: {100 * v:.1f}%" for k, v in r["test_accuracy"].items()))
     if args.out:

@@ -2,6 +2,7 @@
 sequences within a few seconds, with either framework (the full runs and their
 results are in docs/state_tracking.md)."""
 
+import math
 import pathlib
 import runpy
 
@@ -45,3 +46,39 @@ def test_parity_loss_falls_and_accuracy_beats_chance(example, framework):
     losses = r["losses"]
     assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:20])
     assert r["test_accuracy"][4] > 0.8  # chance is 0.5
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_saved_weights_reload_and_probe(framework, tmp_path):
+    """``--save`` writes weights that state_tracking_probe.py loads into the torch model
+    (from either framework) and that reproduce the run's test accuracy; the edits of D_t
+    and b_t reach every layer and leave the loaded model as it was."""
+    pytest.importorskip(framework)
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    probe = runpy.run_path(str(EXAMPLE.with_name("state_tracking_probe.py")))
+    example = probe["EXAMPLE"]
+    path = tmp_path / "weights.npz"
+    tiny = dict(TINY, layers=2, heads=2, steps=40, zeroed=(), frozen=())  # B trained, so that "b 0" shows
+    r = example["run"]("parity", framework, log=lambda s: None, save=str(path), **tiny)
+    model, cfg = probe["load"](path)
+    assert cfg["task"] == "parity" and cfg["framework"] == framework and cfg["layers"] == 2
+    acc = probe["accuracy"](model, cfg, [4], tiny["test_size"])
+    # the same test sequences; JAX's float32 rounding may turn over a near-tie, torch's may not
+    assert abs(acc[4] - r["test_accuracy"][4]) <= (0 if framework == "torch" else 2 / tiny["test_size"])
+
+    rows = probe["token_table"](model)
+    assert len(rows) == (2 + 1) * 2  # two bits and BOS, two heads
+    assert all(0 < row["mag_min"] <= row["mag_mean"] < 1 and 0 <= row["phase_mean"] <= math.pi for row in rows)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for name, parts in probe["EDITS"].items():
+        edited = probe["edited"](model, parts)
+        for layer in edited.layers:
+            u = torch.randn(5, tiny["d_model"])
+            with torch.no_grad():
+                d = torch.sigmoid(torch.einsum("ld,hnd->hln", u, layer.mag_w) + layer.mag_b[:, None])
+                phase = torch.sigmoid(torch.einsum("ld,hnd->hln", u, layer.phase_w) + layer.phase_b[:, None])
+            assert ("magnitude" in parts) == bool((d == 1).all()), name
+            assert ("phase" in parts) == bool((phase < 1e-15).all()), name
+            assert ("b" in parts) == bool((layer.B_re == 0).all() and (layer.B_im == 0).all()), name
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
