@@ -49,18 +49,16 @@ def token_table(model):
     """Per token and head, the first layer's router choice, |d|, phase and |b|, as rows of a dict."""
     import torch
 
-    layer, u = model.layers[0], model.embed.weight.detach()
+    # the embedding as a sequence of every token: the layer's own per-step inputs, (H, tokens, .)
     with torch.no_grad():
-        choice = (torch.einsum("td,hkd->thk", u, layer.mix_w) + layer.mix_b).argmax(-1)
-        mag = torch.sigmoid(torch.einsum("td,hnd->thn", u, layer.mag_w) + layer.mag_b)
-        phase = 2 * math.pi * torch.sigmoid(torch.einsum("td,hnd->thn", u, layer.phase_w) + layer.phase_b)
-        b = torch.complex(torch.einsum("td,hnd->thn", u, layer.B_re), torch.einsum("td,hnd->thn", u, layer.B_im)).abs()
+        logits, mag, phase, b = model.layers[0]._step_inputs(model.embed.weight)
+    choice, b = logits.argmax(-1), b.abs()
     # phases are in [0, 2 pi): the distance from 0 either way is what moves the state
     phase = torch.minimum(phase, 2 * math.pi - phase)
-    return [dict(token=t, head=h, choice=int(choice[t, h]), mag_min=float(mag[t, h].min()),
-                 mag_mean=float(mag[t, h].mean()), phase_max=float(phase[t, h].max()),
-                 phase_mean=float(phase[t, h].mean()), b_max=float(b[t, h].max()), b_sum=float(b[t, h].sum()))
-            for t in range(u.shape[0]) for h in range(choice.shape[1])]
+    return [dict(token=t, head=h, choice=int(choice[h, t]), mag_min=float(mag[h, t].min()),
+                 mag_mean=float(mag[h, t].mean()), phase_max=float(phase[h, t].max()),
+                 phase_mean=float(phase[h, t].mean()), b_max=float(b[h, t].max()), b_sum=float(b[h, t].sum()))
+            for t in range(choice.shape[1]) for h in range(choice.shape[0])]
 
 
 def edited(model, parts):

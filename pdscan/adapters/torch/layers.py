@@ -73,18 +73,24 @@ class _PDSSMBase(nn.Module):
                 p.copy_(torch.tensor(_to_numpy(params[name]), dtype=p.dtype, device=p.device))
         return self
 
-    def _states(self, u):
-        """The scan's states x, (..., H, L, N) complex, for the input u (..., L, D)."""
-        c = self.config
+    def _step_inputs(self, u):
+        """Per step and head, for the input u (..., L, D): the router logits (..., H, L, K),
+        |d| and the phase of d, and b (..., H, L, N)."""
         # heads become the batch dimension just before time: (..., H, L, .)
         logits = torch.einsum("...ld,hkd->...hlk", u, self.mix_w) + self.mix_b[:, None, :]
-        weights = torch.softmax(logits, dim=-1)
         mag = torch.sigmoid(torch.einsum("...ld,hnd->...hln", u, self.mag_w) + self.mag_b[:, None, :])
         phase = (2 * math.pi) * torch.sigmoid(torch.einsum("...ld,hnd->...hln", u, self.phase_w)
                                               + self.phase_b[:, None, :])
-        d = torch.polar(mag, phase)
         b = torch.complex(torch.einsum("...ld,hnd->...hln", u, self.B_re),
                           torch.einsum("...ld,hnd->...hln", u, self.B_im))
+        return logits, mag, phase, b
+
+    def _states(self, u):
+        """The scan's states x, (..., H, L, N) complex, for the input u (..., L, D)."""
+        c = self.config
+        logits, mag, phase, b = self._step_inputs(u)
+        weights = torch.softmax(logits, dim=-1)
+        d = torch.polar(mag, phase)
         # every head starts from e_0: a state the hard transitions move around from the first step
         x0 = torch.zeros(c["heads"], c["state_size"], dtype=d.dtype, device=d.device)
         x0[:, 0] = 1
