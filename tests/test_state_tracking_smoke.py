@@ -35,6 +35,25 @@ def test_task_labels(example):
     np.testing.assert_array_equal(example["_a5_product"](tokens)[:, -1], np.zeros(60))
 
 
+def test_a5_generator_words(example):
+    """a5_gen: the two tokens are a 3-cycle and a 5-cycle; the labels are the products of
+    the words' permutations, composed here directly, and reach every element of A5."""
+    perms = example["_a5"]()[0]
+    gens = [perms[g] for g in example["_A5_GENERATORS"]]
+    moved = sorted(sum(p[i] != i for i in range(5)) for p in gens)
+    assert moved == [3, 5]
+    rng = np.random.default_rng(1)
+    x, y = example["batch"]("a5_gen", rng, 2000, 12)
+    assert x.shape == (2000, 13) and (x[:, 0] == 2).all() and y.shape == (2000, 12)
+    for word, labels in zip(x[:50, 1:], y[:50]):
+        state = tuple(range(5))
+        for t, token in enumerate(word):
+            g = gens[token]
+            state = tuple(g[state[i]] for i in range(5))  # the new element applied last
+            assert perms[labels[t]] == state
+    assert len(np.unique(y[:, -1])) == 60  # the two generate the whole group
+
+
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_parity_loss_falls_and_accuracy_beats_chance(example, framework):
     pytest.importorskip(framework)
