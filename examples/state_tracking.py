@@ -53,9 +53,9 @@ def _a5():
     return perms, table
 
 
-_A5_TABLE = _a5()[1]
-# the indices of the 3-cycle (0 1 2) and the 5-cycle (0 1 2 3 4) among _a5()'s elements: they generate A5
-_A5_GENERATORS = np.array([_a5()[0].index(p) for p in ((1, 2, 0, 3, 4), (1, 2, 3, 4, 0))])
+_A5_ELEMENTS, _A5_TABLE = _a5()
+# the indices of the 3-cycle (0 1 2) and the 5-cycle (0 1 2 3 4) among the elements: they generate A5
+_A5_GENERATORS = np.array([_A5_ELEMENTS.index(p) for p in ((1, 2, 0, 3, 4), (1, 2, 3, 4, 0))])
 
 
 def _modular(tokens):
