@@ -27,6 +27,8 @@ mixture form recomputes M_t chunk by chunk of time, O(chunk N^2) at a time.
 
 from __future__ import annotations
 
+import math
+
 from . import backends, monoid
 from ._namespace import device, namespace
 from ._problem import check_like_output, prepare, unbroadcast
@@ -116,41 +118,76 @@ def scan_ste_dict_vjp(w, Q, d, b, x0, x, grad_x, *, mode="scatter", reverse=Fals
     be = backends.select(p.library, backend)
     grad_d, g, grad_x0, previous, dc = _scan_vjp_full(p, x, grad_x, be, conjugate)
     u, v = _rank_one_factors(p.mode, previous, g, dc)
+    members, groups = _dictionary_members(p, Q)
     # a backend may fuse the contractions (one kernel each on CUDA); the array form defines them
     fused = getattr(be, "dictionary_grads", None)
-    grad_W, grad_Q = fused(p, u, v) if fused is not None else _dictionary_grads(p, u, v)
+    grad_W, grad_Q = fused(p, u, v, members) if fused is not None else _dictionary_grads(p, u, v, members)
     return (
         unbroadcast(xp, grad_W, w),
-        unbroadcast(xp, grad_Q, Q),
+        unbroadcast(xp, xp.reshape(grad_Q, groups + tuple(grad_Q.shape[1:])), Q),
         unbroadcast(xp, grad_d, d),
         unbroadcast(xp, g, b),
         None if x0 is None else unbroadcast(xp, grad_x0, x0),
     )
 
 
-def _dictionary_grads(p, u, v):
-    """grad_W (..., L, K) and grad_Q (..., K, N, N) from the rank-one factors.  Each
-    K-fold product is one batched operation over a chunk of steps, not K of them:
-    on a GPU the step is bound by the number of launches at training sizes.  The
-    chunks keep the K-fold expanded factors to DICTIONARY_CHUNK_ELEMENTS at a time."""
-    xp, K, N = p.xp, p.K, p.N
+def _dictionary_members(p, Q):
+    """(members, groups): the sequences that share each of Q's dictionaries, as flat
+    sequence numbers (G, M), and Q's batch shape aligned to the problem's (1 where Q is
+    broadcast; G is its size).  grad_Q is summed over each group's M sequences as one
+    contraction over their M L steps, so a dictionary broadcast over the batch (the
+    layers' one per head) never has a gradient per sequence: (G, K, N, N), not
+    (S, K, N, N), which for a batch of 256 with 128 states is gigabytes."""
+    xp, nb = p.xp, len(p.batch_shape)
+    groups = (1,) * (nb - (Q.ndim - 3)) + tuple(Q.shape[:-3])
+    shared = [i for i in range(nb) if groups[i] == 1 and p.batch_shape[i] != 1]
+    own = [i for i in range(nb) if i not in shared]
+    dtype = xp.int32 if p.S < 2**31 else xp.int64
+    seq = xp.reshape(xp.arange(p.S, dtype=dtype, device=device(p.d)), p.batch_shape)
+    if shared:
+        seq = xp.permute_dims(seq, tuple(own + shared))
+    G = math.prod(p.batch_shape[i] for i in own)
+    return xp.reshape(seq, (G, p.S // G)), groups
+
+
+def _dictionary_grads(p, u, v, members):
+    """grad_W (..., L, K) and grad_Q (G, K, N, N), a dictionary group of ``members``
+    each (``_dictionary_members``), from the rank-one factors.  Each K-fold product is
+    one batched operation over a chunk of steps, not K of them: on a GPU the step is
+    bound by the number of launches at training sizes.  The chunks keep the K-fold
+    expanded factors to DICTIONARY_CHUNK_ELEMENTS at a time."""
+    xp, K, N, L = p.xp, p.K, p.N, p.L
     maps = xp.reshape(p.maps, tuple(p.maps.shape[:-2]) + (1, K * N))  # sigma_k(j) at k N + j
     ks = xp.arange(K, dtype=p.index.dtype, device=device(u))
-    grad_W, grad_Q = [], None
+    grad_W = []
     for start, stop in _time_chunks(p, K * N, DICTIONARY_CHUNK_ELEMENTS):
-        uc, vc, steps = u[..., start:stop, :], v[..., start:stop, :], stop - start
+        uc, vc = u[..., start:stop, :], v[..., start:stop, :]
         # grad_W[t, k] = sum_ij u[i] v[j] H_k[i, j] = sum_j u[sigma_k(j)] v[j]: O(K N) a step
         picked = monoid.gather(xp, uc, maps)
         picked = xp.reshape(picked, tuple(picked.shape[:-1]) + (K, N))
         grad_W.append(xp.matmul(picked, vc[..., None])[..., 0])
-        # grad_Q[k] = sum over the steps that chose k of u_t v_t^T: (K N x steps)(steps x N)
-        chose = xp.astype(p.index[..., start:stop, None] == ks, u.dtype)
-        masked = chose[..., None] * uc[..., None, :]
-        masked = xp.reshape(masked, tuple(masked.shape[:-3]) + (steps, K * N))
-        part = xp.matmul(xp.matrix_transpose(masked), vc)
-        grad_Q = part if grad_Q is None else grad_Q + part
     grad_W = xp.concat(grad_W, axis=-2) if len(grad_W) > 1 else grad_W[0]
-    return grad_W, xp.reshape(grad_Q, tuple(grad_Q.shape[:-2]) + (K, N, N))
+    # grad_Q[g, k] = sum over the steps of group g's sequences that chose k of u_t v_t^T:
+    # (K N x steps)(steps x N), the group's sequences one after another along the steps
+    G, M = members.shape
+    order = xp.reshape(members, (-1,))
+
+    def grouped(a, tail):
+        a = xp.reshape(xp.broadcast_to(a, p.batch_shape + (L,) + tail), (p.S, L) + tail)
+        if M > 1:  # a member per sequence (M = 1) keeps the batch order
+            a = xp.take(a, order, axis=0)
+        return xp.reshape(a, (G, M * L) + tail)
+
+    ug, vg, chosen = grouped(u, (N,)), grouped(v, (N,)), grouped(p.index, ())
+    grad_Q = None
+    span = max(1, DICTIONARY_CHUNK_ELEMENTS // max(1, G * K * N))
+    for start in range(0, M * L, span):
+        stop = min(start + span, M * L)
+        chose = xp.astype(chosen[:, start:stop, None] == ks, u.dtype)
+        masked = xp.reshape(chose[..., None] * ug[:, start:stop, None, :], (G, stop - start, K * N))
+        part = xp.matmul(xp.matrix_transpose(masked), vg[:, start:stop, :])
+        grad_Q = part if grad_Q is None else grad_Q + part
+    return grad_W, xp.reshape(grad_Q, (G, K, N, N))
 
 
 # ----------------------------------------------------------------------------- mixture form

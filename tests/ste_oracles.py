@@ -42,13 +42,14 @@ def dense_mixture(s, M, d, b, x0, mode, reverse, temperature):
     return _dense_scan(P, d, b, x0, mode, reverse)
 
 
-def ste_inputs(rng, batch, L, N, K, x0, ties, real=False):
-    """w (batch, L, K), Q (batch[-1], K, N, N) column-stochastic, d, b, x0: complex
-    unless ``real``; ``ties`` puts exact ties into Q's columns and w's rows."""
+def ste_inputs(rng, batch, L, N, K, x0, ties, real=False, q_batch=None):
+    """w (batch, L, K), Q (q_batch, K, N, N) column-stochastic (default batch[-1:], one
+    per head), d, b, x0: complex unless ``real``; ``ties`` puts exact ties into Q's
+    columns and w's rows."""
     vals = (lambda *shape: rng.normal(size=shape)) if real else \
         (lambda *shape: rng.normal(size=shape) + 1j * rng.normal(size=shape))
     w = rng.normal(size=batch + (L, K))
-    Q = rng.uniform(size=batch[-1:] + (K, N, N))  # one dictionary per head, broadcast over the batch
+    Q = rng.uniform(size=(batch[-1:] if q_batch is None else q_batch) + (K, N, N))  # broadcast over the batch
     Q = Q / Q.sum(-2, keepdims=True)
     if ties:  # exact ties: argmax must take the first row, and the first router weight
         Q[..., 0, 1, :] = Q[..., 0, 3, :] = Q[..., 0, :, :].max(-2) + 0.1

@@ -10,6 +10,8 @@ tile or chunk.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -368,11 +370,15 @@ def test_pipelined_scan_ranks_sources_across_warp_halves(N, consumer_warps, monk
 
 
 @pytest.mark.parametrize("dtype", ["complex64", "complex128", "float64"])
-@pytest.mark.parametrize("batch_q, N, K", [((), 70, 5), ((3,), 33, 3), ((1,), 5, 9)])
+@pytest.mark.parametrize("batch_q, N, K", [((), 70, 5), ((3,), 33, 3), ((1,), 5, 9), ((2, 1), 6, 4),
+                                           ((2, 3), 9, 3)])
 def test_straight_through_dictionary_contractions(dtype, batch_q, N, K):
     """The fused grad_w / grad_Q kernels equal the array form that defines them
     (pdscan.ste._dictionary_grads), over several (i, j) tiles, N not a multiple of
-    32, a shared and a per-head dictionary; outputs come from a NaN-poisoned pool."""
+    32; a dictionary shared by all sequences, one per head (the layers'), one per
+    row of the batch and one per sequence, so that grad_Q sums over groups of 6, 2,
+    3 and 1 sequences; 37 steps of 6 sequences make the selector batches of 256
+    (sequence, step) pairs end inside a sequence.  Outputs come from a NaN-poisoned pool."""
     from pdscan import ste
     from pdscan.backends.cupy_cuda import BACKEND
 
@@ -385,10 +391,12 @@ def test_straight_through_dictionary_contractions(dtype, batch_q, N, K):
     p = ste._dictionary_problem(w, Q, d, b, None, "scatter", False)
     u = cupy.asarray(random_values(rng, batch + (L, N), dtype))
     v = cupy.asarray(random_values(rng, batch + (L, N), dtype))
-    want = ste._dictionary_grads(p, u, v)
+    members, groups = ste._dictionary_members(p, Q)
+    assert members.shape == (math.prod(groups), 6 // math.prod(groups))
+    want = ste._dictionary_grads(p, u, v, members)
     poison = cupy.full(1 << 22, cupy.nan)  # freed blocks the kernels' outputs will reuse
     del poison
-    got = BACKEND.dictionary_grads(p, u, v)
+    got = BACKEND.dictionary_grads(p, u, v, members)
     for g, w_, name in zip(got, want, ("grad_w", "grad_Q")):
         assert g.shape == w_.shape, name
         assert bool(cupy.isfinite(g).all()), name

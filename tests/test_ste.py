@@ -27,12 +27,15 @@ def _torch(a):
     importlib.util.find_spec("numba") is None, reason="numba is not installed")), "numpy"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("seed, x0, ties", [(0, True, False), (1, False, True), (2, True, True)])
-def test_dictionary_form_matches_dense_surrogate(backend, mode, reverse, seed, x0, ties, monkeypatch):
+@pytest.mark.parametrize("seed, x0, ties, q_batch", [(0, True, False, (3,)), (1, False, True, (2, 1)),
+                                                     (2, True, True, ()), (6, True, False, (2, 3))])
+def test_dictionary_form_matches_dense_surrogate(backend, mode, reverse, seed, x0, ties, q_batch, monkeypatch):
+    """Q one per head (grad_Q sums over pairs of sequences), one per row, one for all
+    and one per sequence."""
     if seed != 1:  # chunks of 3 steps for 7 (the last one short); seed 1 keeps one chunk
         monkeypatch.setattr(ste, "DICTIONARY_CHUNK_ELEMENTS", 2 * 3 * 4 * 5 * 3)
     rng = np.random.default_rng(seed)
-    inp = _inputs(rng, (2, 3), L=7, N=5, K=4, x0=x0, ties=ties)
+    inp = _inputs(rng, (2, 3), L=7, N=5, K=4, x0=x0, ties=ties, q_batch=q_batch)
     args = [inp[k] for k in ("w", "Q", "d", "b", "x0")]
     x = ste.scan_ste_dict(*args, mode=mode, reverse=reverse)
     leaves = [_torch(a) for a in args]

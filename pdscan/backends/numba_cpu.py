@@ -220,16 +220,19 @@ class NumbaBackend:
             return grads + (None,)
         return grads + (_finish(grad_x0, out_x0, p.batch_shape),)
 
-    def dictionary_grads(self, p, u, v):
-        """The straight-through dictionary form's grad_w and grad_Q at the full batch
-        shape from the rank-one factors (``pdscan.ste``), in one parallel pass."""
+    def dictionary_grads(self, p, u, v, members):
+        """The straight-through dictionary form's grad_w at the full batch shape and
+        grad_Q (G, K, N, N), one per group of sequences in ``members`` (``pdscan.ste``),
+        from the rank-one factors, each in one parallel pass."""
         table, selectors, _, _ = _kernel_arrays(p)
         u = _readonly(np.reshape(u, (p.S, p.L, p.N)))
         v = _readonly(np.reshape(v, (p.S, p.L, p.N)))
+        members = _readonly(np.asarray(members, np.int64))
         grad_w = np.empty((p.S, p.L, p.K), u.dtype)
-        grad_q = np.zeros((p.S, p.K, p.N, p.N), u.dtype)
-        kernels.dictionary_grads(table, selectors, u, v, grad_w, grad_q)
-        return (grad_w.reshape(p.batch_shape + (p.L, p.K)), grad_q.reshape(p.batch_shape + (p.K, p.N, p.N)))
+        grad_q = np.empty((members.shape[0], p.K, p.N, p.N), u.dtype)
+        kernels.dictionary_grad_w(table, u, v, grad_w)
+        kernels.dictionary_grad_q(selectors, members, u, v, grad_q)
+        return grad_w.reshape(p.batch_shape + (p.L, p.K)), grad_q
 
 
 BACKEND = NumbaBackend()

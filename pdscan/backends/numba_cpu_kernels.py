@@ -383,11 +383,10 @@ def _vjp_task(phase, task, table, selectors, use_maps, d, x, x0, has_x0, grad_x,
 
 
 @njit(parallel=True, **_JIT)
-def dictionary_grads(table, selectors, u, v, grad_w, grad_q):
-    """The straight-through dictionary form's contractions (``pdscan.ste``) from the
-    rank-one factors u, v (S, L, N): grad_w[s, t, k] = sum_j u[s, t, table[s, k, j]]
-    v[s, t, j], and grad_q[s, k] (zeroed by the caller) accumulates u_t v_t^T over the
-    steps with selectors[s, t] = k.  Out-of-range entries and selectors add nothing."""
+def dictionary_grad_w(table, u, v, grad_w):
+    """The straight-through dictionary form's router gradient (``pdscan.ste``) from
+    the rank-one factors u, v (S, L, N): grad_w[s, t, k] = sum_j u[s, t, table[s, k, j]]
+    v[s, t, j].  Out-of-range entries add nothing."""
     S, L, N = u.shape
     K = table.shape[1]
     for s in prange(S):
@@ -399,9 +398,27 @@ def dictionary_grads(table, selectors, u, v, grad_w, grad_q):
                     if i >= 0 and i < N:
                         acc += u[s, t, i] * v[s, t, j]
                 grad_w[s, t, k] = acc
-            k = selectors[s, t]
-            if k >= 0 and k < K:
+
+
+@njit(parallel=True, **_JIT)
+def dictionary_grad_q(selectors, members, u, v, grad_q):
+    """grad_q[g, k] = the sum of u_t v_t^T over the steps t that chose k
+    (selectors[s, t] = k) of the sequences s = members[g, :] sharing dictionary g, in
+    that order; a selector out of range matches no k.  One task per (g, k)."""
+    G, M = members.shape
+    K, N = grad_q.shape[1], grad_q.shape[2]
+    L = u.shape[1]
+    for task in prange(G * K):
+        g, k = task // K, task % K
+        out = grad_q[g, k]
+        out[:, :] = 0
+        for m in range(M):
+            s = members[g, m]
+            row = selectors[s]
+            for t in range(L):
+                if row[t] != k:
+                    continue
                 for i in range(N):
                     ui = u[s, t, i]
                     for j in range(N):
-                        grad_q[s, k, i, j] += ui * v[s, t, j]
+                        out[i, j] += ui * v[s, t, j]

@@ -109,14 +109,14 @@ class CudaBackend:
         return (_finish(grad_d, caller_d), _finish(grad_b, caller_b),
                 None if grad_x0 is None else _finish(grad_x0, caller_x0))
 
-    def dictionary_grads(self, p, u, v):
-        """The straight-through dictionary form's grad_w and grad_Q at the full batch
-        shape from the rank-one factors (``pdscan.ste``): one kernel each."""
+    def dictionary_grads(self, p, u, v, members):
+        """The straight-through dictionary form's grad_w at the full batch shape and
+        grad_Q (G, K, N, N), one per group of sequences in ``members`` (``pdscan.ste``),
+        from the rank-one factors: one kernel each."""
         from . import _launch as launch
 
-        grad_w, grad_q = launch.dictionary_grads(_value_name(u.dtype), p, u, v)
-        return (grad_w.reshape(p.batch_shape + (p.L, p.K)),
-                grad_q.reshape(p.batch_shape + (p.K, p.N, p.N)))
+        grad_w, grad_q = launch.dictionary_grads(_value_name(u.dtype), p, u, v, members)
+        return grad_w.reshape(p.batch_shape + (p.L, p.K)), grad_q
 
 
 BACKEND = CudaBackend()

@@ -99,6 +99,8 @@ def pipe_name(value: str, index_width: int, kind: str, maps: bool, e: int, cw: i
 
 #: (i, j) pairs of the dictionary gradient each thread of pd_dict_grad_q sums
 DICT_GRAD_Q_PER_THREAD = 4
+#: its block size (DICT_GRAD_Q_THREADS in pdscan_ste.cu)
+DICT_GRAD_Q_THREADS = 256
 
 
 def dict_grad_names(value: str) -> tuple[str, str]:

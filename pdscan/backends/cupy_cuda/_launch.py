@@ -386,22 +386,26 @@ def run_vjp(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x0_str
                          _i32(L), _i32(N), _i32(chunk), _i32(chunks), _i32(flags)))
 
 
-def dictionary_grads(value, p, u, v):
-    """grad_w (S, L, K) and grad_q (S, K, N, N) of the straight-through dictionary
-    form from the rank-one factors u, v (S, L, N) (``pdscan_ste.cu``)."""
+def dictionary_grads(value, p, u, v, members):
+    """grad_w (S, L, K) and grad_q (G, K, N, N), summed over each group of sequences in
+    ``members`` (G, M) that share a dictionary, of the straight-through dictionary form
+    from the rank-one factors u, v (S, L, N) (``pdscan_ste.cu``)."""
     u = cupy.ascontiguousarray(u.reshape(p.S, p.L, p.N))
     v = cupy.ascontiguousarray(v.reshape(p.S, p.L, p.N))
+    members = cupy.ascontiguousarray(members, dtype=cupy.int64)
+    G, M = members.shape
     selectors, sel_stride, maps, maps_stride = _dictionary(p, len(p.batch_shape))
     grad_w = cupy.empty((p.S, p.L, p.K), u.dtype)
-    grad_q = cupy.empty((p.S, p.K, p.N, p.N), u.dtype)
+    grad_q = cupy.empty((G, p.K, p.N, p.N), u.dtype)
     name_w, name_q = K.dict_grad_names(value)
     rows, warps = p.S * p.L, 8
     if rows:
         K.kernel(name_w)(((rows + warps - 1) // warps,), (32 * warps,),
                          (u, v, maps, _i64(maps_stride), _i64(rows), _i32(p.L), _i32(p.K), _i32(p.N), grad_w))
-    threads = 256
+    threads = K.DICT_GRAD_Q_THREADS
     tiles = -(-(p.N * p.N) // (threads * K.DICT_GRAD_Q_PER_THREAD))
-    if p.S * p.K:
-        K.kernel(name_q)((p.S * p.K, tiles), (threads,),
-                         (u, v, selectors, _i64(sel_stride), _i32(p.L), _i32(p.K), _i32(p.N), grad_q))
+    if G * p.K:
+        K.kernel(name_q)((G * p.K, tiles), (threads,),
+                         (u, v, selectors, _i64(sel_stride), members, _i32(M), _i32(p.L), _i32(p.K), _i32(p.N),
+                          grad_q))
     return grad_w, grad_q
