@@ -20,9 +20,11 @@ Two forms, both with ``mode`` (scatter: A_t = P_t D_t; gather: A_t = D_t P_t^T) 
 The scans themselves run on the chosen backend; the extra gradients are
 contractions over the adjoint states, written here in the array API (their
 definition).  A backend may fuse the dictionary form's two (``dictionary_grads``:
-the CUDA and Numba backends do, one pass each).  Nothing of size N x N is kept per
-step: the dictionary form needs O(L K N) (router) and O(K N^2) (dictionary), the
-mixture form recomputes M_t chunk by chunk of time, O(chunk N^2) at a time.
+the CUDA and Numba backends do, one pass each, and the JAX kernel backend calls
+them).  Nothing of size N x N is kept per step: the dictionary form needs
+O(L K N) (router) and O(K N^2) per dictionary, summed over the sequences that
+share it, the mixture form recomputes M_t chunk by chunk of time, O(chunk N^2) at
+a time.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import math
 import jax
 import numpy as np
 
-from ... import backends
+from ... import backends, ste
 from .._host import HOST_KERNEL_LOCK as _HOST_KERNEL_LOCK, host_kernel  # noqa: F401 - used here and by siblings
 from . import xla
 from ._differentiable import JaxBackend, problem_of_arrays
@@ -98,6 +98,24 @@ def _host_vjp(mode, reverse, conjugate):
     return callback
 
 
+def _dictionary_grads(kernel, index, maps, u, v, members, mode, reverse):
+    """The dictionary form's (grad_w, grad_Q) on ``kernel`` (its fused contractions, or
+    the array form where it has none) for arrays of one library; u stands in for d and b,
+    which the contractions do not read, to complete the problem."""
+    p = problem_of_arrays(index, maps, u, u, None, mode, reverse)
+    fused = getattr(kernel, "dictionary_grads", None)
+    return fused(p, u, v, members) if fused is not None else ste._dictionary_grads(p, u, v, members)
+
+
+def _host_dictionary_grads(mode, reverse):
+    def callback(ctx, outs, index, maps, u, v, members):
+        arrays = (_host(index), _host(maps), _host(u), _host(v), _host(members))
+        with _HOST_KERNEL_LOCK:
+            for target, value in zip(outs, _dictionary_grads(host_kernel(), *arrays, mode, reverse)):
+                np.asarray(target)[...] = value
+    return callback
+
+
 # -- GPU: CuPy views of XLA's device buffers, on XLA's stream --------------------
 
 _device_of_stream = {}
@@ -167,6 +185,15 @@ def _cuda_vjp(mode, reverse, conjugate):
     return callback
 
 
+def _cuda_dictionary_grads(mode, reverse):
+    def callback(ctx, outs, index, maps, u, v, members):
+        with _OnXlaStream(ctx, u) as on:
+            arrays = tuple(on.view(a) for a in (index, maps, u, v, members))
+            for target, value in zip(outs, _dictionary_grads(cuda_kernel(), *arrays, mode, reverse)):
+                on.view(target)[...] = value
+    return callback
+
+
 # -- the backend -------------------------------------------------------------------
 
 
@@ -222,5 +249,26 @@ class KernelBackend(JaxBackend):
         branches = _platform_branches(lambda: call(_host_vjp), lambda: call(_cuda_vjp), fallback)
         return jax.lax.platform_dependent(index, maps, d, x0, x, grad_x, **branches)
 
+
+    def dictionary_grads(self, p, u, v, members):
+        """The straight-through dictionary form's (grad_w, grad_Q) (``pdscan.ste``)
+        through the fused kernels inside the compiled program, as the scans: the
+        array form expands its factors K-fold, K times the work of the kernels.  Under
+        vmap the callback runs once per vmapped element ("sequential"): the groups of
+        ``members`` are per element."""
+        results = (jax.ShapeDtypeStruct(p.batch_shape + (p.L, p.K), u.dtype),
+                   jax.ShapeDtypeStruct((members.shape[0], p.K, p.N, p.N), u.dtype))
+        mode, reverse = p.mode, p.reverse
+
+        def call(make_callback):
+            return lambda *args: tuple(buffer_callback(make_callback(mode, reverse), results,
+                                                       vmap_method="sequential")(*args))
+
+        def fallback(index, maps, u, v, members):
+            return _dictionary_grads(None, index, maps, u, v, members, mode, reverse)
+
+        branches = _platform_branches(lambda: call(_host_dictionary_grads), lambda: call(_cuda_dictionary_grads),
+                                      fallback)
+        return jax.lax.platform_dependent(p.index, p.maps, u, v, members, **branches)
 
 BACKEND = KernelBackend()
