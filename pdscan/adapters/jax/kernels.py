@@ -249,7 +249,6 @@ class KernelBackend(JaxBackend):
         branches = _platform_branches(lambda: call(_host_vjp), lambda: call(_cuda_vjp), fallback)
         return jax.lax.platform_dependent(index, maps, d, x0, x, grad_x, **branches)
 
-
     def dictionary_grads(self, p, u, v, members):
         """The straight-through dictionary form's (grad_w, grad_Q) (``pdscan.ste``)
         through the fused kernels inside the compiled program, as the scans: the
@@ -270,5 +269,6 @@ class KernelBackend(JaxBackend):
         branches = _platform_branches(lambda: call(_host_dictionary_grads), lambda: call(_cuda_dictionary_grads),
                                       fallback)
         return jax.lax.platform_dependent(p.index, p.maps, u, v, members, **branches)
+
 
 BACKEND = KernelBackend()
