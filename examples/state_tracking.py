@@ -271,6 +271,22 @@ def train_torch(task, cfg, log=print):
 
 # ------------------------------------------------------------------------------- JAX
 
+# jit compiles the training step once per input shape: batches are padded to a multiple of
+# PAD_TO steps (6 shapes instead of the 38 training lengths).  The layers are causal, so
+# the steps after the real ones change nothing before them; their labels are -1 (none)
+# and the last-step tasks read the last real position.
+PAD_TO = 8
+
+
+def _padded(tokens, labels):
+    """(tokens, labels, index of the last real position), padded with PAD_TO's rule."""
+    steps = tokens.shape[1]
+    pad = -steps % PAD_TO
+    tokens = np.pad(tokens, ((0, 0), (0, pad)))
+    if labels.ndim == 2:  # per-step labels, one for each position after BOS
+        labels = np.pad(labels, ((0, 0), (0, pad)), constant_values=-1)
+    return tokens, labels, np.int32(steps - 1)
+
 
 def train_jax(task, cfg, log=print):
     import jax
@@ -292,15 +308,16 @@ def train_jax(task, cfg, log=print):
                   head_w=jax.random.uniform(keys[1], (classes, D), minval=-1, maxval=1) / math.sqrt(D),
                   head_b=jnp.zeros(classes))
 
-    def logits(params, tokens, every_step=False):
+    def logits(params, tokens, every_step=False, last=-1):
         h = params["embed"][tokens]
         for p in params["layers"]:
             h = layer(p, h)
-        # the classification from the last step, or from every step after BOS
-        return (h[:, 1:] if every_step else h[:, -1]) @ params["head_w"].T + params["head_b"]
+        # the classification from the last step (or position ``last``), or from every step after BOS
+        h = h[:, 1:] if every_step else jnp.take(h, last, axis=1)
+        return h @ params["head_w"].T + params["head_b"]
 
-    def loss_fn(params, tokens, labels):
-        lp = jax.nn.log_softmax(logits(params, tokens, labels.ndim == 2))
+    def loss_fn(params, tokens, labels, last):
+        lp = jax.nn.log_softmax(logits(params, tokens, labels.ndim == 2, last))
         # the mean over the labelled steps (-1: none), as torch's ignore_index
         mask = labels >= 0
         picked = jnp.take_along_axis(lp, jnp.where(mask, labels, 0)[..., None], -1)[..., 0]
@@ -313,9 +330,9 @@ def train_jax(task, cfg, log=print):
                    layers=[{k: 0.0 if _frozen(k, cfg) else 1.0 for k in p} for p in params["layers"]])
 
     @jax.jit
-    def update(params, m, v, t, lr, tokens, labels):
+    def update(params, m, v, t, lr, tokens, labels, last):
         # AdamW (torch's defaults) after clipping the global gradient norm to 1
-        loss, g = jax.value_and_grad(loss_fn)(params, tokens, labels)
+        loss, g = jax.value_and_grad(loss_fn)(params, tokens, labels, last)
         g = jax.tree.map(lambda a, f: a * f, g, trained)
         norm = jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(g)))
         g = jax.tree.map(lambda a: a * jnp.minimum(1.0, 1.0 / (norm + 1e-6)), g)
@@ -333,8 +350,8 @@ def train_jax(task, cfg, log=print):
     losses = []
     for step in range(cfg["steps"]):
         length = _train_length(rng, step, cfg)
-        x, y = _train_batch(task, rng, length, cfg)
-        params, m, v, loss = update(params, m, v, step + 1.0, _lr(step, cfg["steps"], cfg["lr"]), x, y)
+        x, y, last = _padded(*_train_batch(task, rng, length, cfg))
+        params, m, v, loss = update(params, m, v, step + 1.0, _lr(step, cfg["steps"], cfg["lr"]), x, y, last)
         losses.append(float(loss))
         _progress(log, step, cfg["steps"], losses)
     predict_jit = jax.jit(lambda params, x: jnp.argmax(logits(params, x), -1))

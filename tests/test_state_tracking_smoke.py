@@ -67,6 +67,21 @@ def test_parity_loss_falls_and_accuracy_beats_chance(example, framework):
     assert r["test_accuracy"][4] > 0.8  # chance is 0.5
 
 
+@pytest.mark.parametrize("task", ["parity", "modular"])
+def test_jax_padding_changes_nothing(task, monkeypatch):
+    """The JAX training pads each batch to a multiple of PAD_TO steps (one compilation
+    per padded shape): the losses equal those of unpadded batches (PAD_TO = 1), for a
+    task labelled at the last step and one labelled at every prefix, lengths 3 to 12."""
+    pytest.importorskip("jax")
+    example = runpy.run_path(str(EXAMPLE))
+    assert example["_padded"](np.zeros((2, 5), np.int64), np.zeros((2, 4), np.int64))[1].shape == (2, 7)
+    cfg = dict(TINY, heads=2, steps=12, train_min=3, train_max=12, curriculum=0.0, test_size=16)
+    runs = {}
+    for pad_to in (1, 8):
+        monkeypatch.setitem(example["_padded"].__globals__, "PAD_TO", pad_to)
+        runs[pad_to] = example["run"](task, "jax", log=lambda s: None, **cfg)["losses"]
+    np.testing.assert_allclose(runs[8], runs[1], rtol=1e-5)
+
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_saved_weights_reload_and_probe(framework, tmp_path):
     """``--save`` writes weights that state_tracking_probe.py loads into the torch model
