@@ -76,6 +76,29 @@ def test_mixture_form_matches_dense_surrogate(mode, reverse, seed, temperature, 
         assert rel_err(g, w_.numpy()) < 1e-12, name
 
 
+@pytest.mark.parametrize("backend", [pytest.param("numba", marks=pytest.mark.skipif(
+    importlib.util.find_spec("numba") is None, reason="numba is not installed")), "numpy"])
+def test_dictionary_gradient_is_formed_per_dictionary(backend):
+    """grad_Q is summed over the sequences that share a dictionary inside the
+    contraction: (G, K, N, N) for G dictionaries, never one (K, N, N) per sequence (a
+    batch of 256 through 16 heads of N = 128 would need 4 GiB), on every path."""
+    from pdscan import backends
+
+    rng = np.random.default_rng(7)
+    inp = _inputs(rng, (4, 3), L=5, N=6, K=2, x0=False, ties=False)  # one dictionary per head
+    args = [inp[k] for k in ("w", "Q", "d", "b", "x0")]
+    p = ste._dictionary_problem(*args, "scatter", False)
+    members, groups = ste._dictionary_members(p, inp["Q"])
+    assert groups == (1, 3) and members.tolist() == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
+    u, v = (rng.normal(size=(4, 3, 5, 6)) + 1j * rng.normal(size=(4, 3, 5, 6)) for _ in range(2))
+    fused = getattr(backends.get(backend), "dictionary_grads", None)
+    grad_w, grad_q = fused(p, u, v, members) if fused else ste._dictionary_grads(p, u, v, members)
+    assert grad_w.shape == (4, 3, 5, 2) and grad_q.shape == (3, 2, 6, 6)
+    for h in range(3):  # the definition: the sum over the head's sequences and steps that chose k
+        for k in range(2):
+            want = sum(np.outer(u[b, h, t], v[b, h, t]) for b in range(4) for t in range(5) if p.index[b, h, t] == k)
+            np.testing.assert_allclose(grad_q[h, k], want, rtol=1e-12, atol=1e-12)
+
 def test_router_errors():
     rng = np.random.default_rng(5)
     inp = _inputs(rng, (2,), L=3, N=4, K=2, x0=False, ties=False)
