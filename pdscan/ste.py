@@ -56,11 +56,11 @@ def _scan_vjp_full(p, x, grad_x, be, conjugate):
     return grad_d, g, grad_x0, conj(previous), conj(p.d)
 
 
-def _time_chunks(p, per_step, budget):
-    """[start, stop) ranges of steps with at most ``budget`` elements of a temporary
-    that takes ``per_step`` elements a step of every sequence (at least one step)."""
-    chunk = max(1, budget // max(1, p.S * per_step))
-    return [(start, min(start + chunk, p.L)) for start in range(0, p.L, chunk)]
+def _time_chunks(steps, per_step, budget):
+    """[start, stop) ranges of ``steps`` steps with at most ``budget`` elements of a
+    temporary that takes ``per_step`` elements a step (every sequence's; at least one step)."""
+    chunk = max(1, budget // max(1, per_step))
+    return [(start, min(start + chunk, steps)) for start in range(0, steps, chunk)]
 
 
 def _rank_one_factors(mode, previous, g, d):
@@ -162,7 +162,7 @@ def _dictionary_grads(p, u, v, members):
     maps = xp.reshape(p.maps, tuple(p.maps.shape[:-2]) + (1, K * N))  # sigma_k(j) at k N + j
     ks = xp.arange(K, dtype=p.index.dtype, device=device(u))
     grad_W = []
-    for start, stop in _time_chunks(p, K * N, DICTIONARY_CHUNK_ELEMENTS):
+    for start, stop in _time_chunks(L, p.S * K * N, DICTIONARY_CHUNK_ELEMENTS):
         uc, vc = u[..., start:stop, :], v[..., start:stop, :]
         # grad_W[t, k] = sum_ij u[i] v[j] H_k[i, j] = sum_j u[sigma_k(j)] v[j]: O(K N) a step
         picked = monoid.gather(xp, uc, maps)
@@ -182,9 +182,7 @@ def _dictionary_grads(p, u, v, members):
 
     ug, vg, chosen = grouped(u, (N,)), grouped(v, (N,)), grouped(p.index, ())
     grad_Q = None
-    span = max(1, DICTIONARY_CHUNK_ELEMENTS // max(1, G * K * N))
-    for start in range(0, M * L, span):
-        stop = min(start + span, M * L)
+    for start, stop in _time_chunks(M * L, G * K * N, DICTIONARY_CHUNK_ELEMENTS):
         chose = xp.astype(chosen[:, start:stop, None] == ks, u.dtype)
         masked = xp.reshape(chose[..., None] * ug[:, start:stop, None, :], (G, stop - start, K * N))
         part = xp.matmul(xp.matrix_transpose(masked), vg[:, start:stop, :])
@@ -214,7 +212,7 @@ def _mixture_problem(s, M, d, b, x0, mode, reverse, temperature):
     shell = prepare(xp.zeros(batch + (L, N), dtype=xp.int32, device=device(d)), d, b, x0, mode=mode,
                     reverse=reverse, check_index=False, extra=dict(s=s, M=M))
     pieces = []
-    for start, stop in _time_chunks(shell, N * N, MIXTURE_CHUNK_ELEMENTS):
+    for start, stop in _time_chunks(L, shell.S * N * N, MIXTURE_CHUNK_ELEMENTS):
         logits = _mixed_logits(xp, s_full, M_flat, start, stop)
         pieces.append(xp.argmax(xp.reshape(logits, tuple(logits.shape[:-1]) + (N, N)), axis=-2))
     index = xp.concat(pieces, axis=-2) if pieces else shell.index
@@ -247,7 +245,7 @@ def scan_ste_mixture_vjp(s, M, d, b, x0, x, grad_x, *, mode="scatter", reverse=F
     N, K, real = p.N, M.shape[-3], s.dtype
     grad_s_parts = []
     grad_M = xp.zeros(p.batch_shape + (K, N * N), dtype=real, device=device(d))
-    for start, stop in _time_chunks(p, N * N, MIXTURE_CHUNK_ELEMENTS):
+    for start, stop in _time_chunks(p.L, p.S * N * N, MIXTURE_CHUNK_ELEMENTS):
         logits = xp.reshape(_mixed_logits(xp, s_full, M_flat, start, stop), p.batch_shape + (stop - start, N, N))
         scaled = logits / temperature
         soft = xp.exp(scaled - xp.max(scaled, axis=-2, keepdims=True))
