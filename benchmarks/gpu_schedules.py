@@ -34,8 +34,12 @@ SCHEDULES = {
     "pipe 32K": dict(PIPE_TILE_BYTES=32 * 1024),
     "pipe 32K, 2/SM": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=2),
     "pipe 32K, 4/SM": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=4),
+    "pipe 32K, 3/SM": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=3),
+    "pipe 32K, 6/SM": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=6),
     "pipe 32K, 8/SM": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=8),
     "pipe 32K, 4/SM, 128 steps": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=4, PIPE_MIN_CHUNK=128),
+    "pipe 32K, 8/SM, 128 steps": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=8, PIPE_MIN_CHUNK=128),
+    "pipe 32K, 4/SM, 512 steps": dict(PIPE_TILE_BYTES=32 * 1024, PIPE_BLOCKS_PER_SM=4, PIPE_MIN_CHUNK=512),
     # producers x consumer warps (the default: 3 producers; 1 consumer warp up to N = 32, 2 beyond)
     "pipe, 2P 1C": dict(producers=2, pipe_consumer_warps=1),
     "pipe, 2P 2C": dict(producers=2, pipe_consumer_warps=2),

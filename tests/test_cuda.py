@@ -11,6 +11,7 @@ tile or chunk.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ except Exception:  # noqa: BLE001 - no driver
     HAVE_GPU = False
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not HAVE_GPU, reason="no CUDA GPU")]
 
-from pdscan.backends.cupy_cuda import _launch  # noqa: E402
+from pdscan.backends.cupy_cuda import _launch, external_stream  # noqa: E402
 
 MODES = ["scatter", "gather"]
 TOLERANCE = {np.complex64: 1e-5, np.float32: 1e-5, np.complex128: 1e-12, np.float64: 1e-12}
@@ -225,6 +226,20 @@ def test_bitwise_repeatable(schedule, mode, monkeypatch):
         for a, b in zip(g, grads[0]):
             if a is not None:
                 np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def test_external_stream_wraps_the_pointer_without_deprecation():
+    """The adapters hand CuPy a framework's stream as a raw pointer."""
+    made = cupy.cuda.Stream(non_blocking=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        wrapped = external_stream(made.ptr, cupy.cuda.Device().id)
+    assert wrapped.ptr == made.ptr
+    with wrapped:
+        assert cupy.cuda.get_current_stream().ptr == made.ptr
+        x = cupy.arange(10) * 2
+    made.synchronize()
+    assert int(x.sum()) == 90
 
 
 def test_runs_on_the_current_stream():

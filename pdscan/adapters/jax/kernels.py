@@ -152,9 +152,11 @@ class _OnXlaStream:
     def __init__(self, ctx, buffer):
         import cupy
 
+        from ...backends.cupy_cuda import external_stream
+
         self.device_id = _cuda_device(ctx.stream, buffer)
         self._device = cupy.cuda.Device(self.device_id)
-        self._stream = cupy.cuda.ExternalStream(ctx.stream, self.device_id)
+        self._stream = external_stream(ctx.stream, self.device_id)
 
     def __enter__(self):
         self._device.__enter__()

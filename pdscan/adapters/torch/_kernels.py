@@ -142,13 +142,15 @@ class _OnTorchStream:
     def __init__(self, device):
         import cupy
 
+        from ...backends.cupy_cuda import external_stream
+
         self._cupy = cupy
         self.device = device
         self.device_id = device.index if device.index is not None else torch.cuda.current_device()
         pointer = torch.cuda.current_stream(self.device_id).cuda_stream
         key = (self.device_id, pointer)
         if key not in _external_streams:  # one CuPy wrapper per torch stream, made once
-            _external_streams[key] = cupy.cuda.ExternalStream(pointer, self.device_id)
+            _external_streams[key] = external_stream(pointer, self.device_id)
         self._contexts = (
             cupy.cuda.Device(self.device_id),
             _external_streams[key],

@@ -1,14 +1,19 @@
 """CUDA backend: the PD scan and its fused VJP as CUDA kernels compiled through CuPy.
 
 Takes CuPy arrays (and, through the adapters, any CUDA memory they wrap as CuPy
-views).  Kernel sources are ``pdscan_common.cuh`` and ``pdscan_kernels.cu`` beside
-this file, compiled by NVRTC on first use and cached by CuPy.  Launch code and the
-choice between a pass per sequence and a chunked scan over time are in
-``_launch.py``.
+views).  Kernel sources are the ``.cu`` / ``.cuh`` files beside this file
+(``pdscan_pipe.cu``: the pipelined forward for N up to 128; ``pdscan_kernels.cu``:
+the team kernels, which run the rest of the forward and the VJP; ``pdscan_ste.cu``:
+the straight-through dictionary gradients), compiled by NVRTC on first use and cached
+by CuPy.  Launch code and the choice of schedule by shape are in ``_launch.py``.
 
-Determinism: gather mode is bitwise reproducible.  Scatter mode sums colliding
-lanes with shared-memory float atomics, whose order can vary; ``set_deterministic
-(True)`` (or PDSCAN_CUDA_DETERMINISTIC=1) switches to a fixed summation order.
+Determinism: gather mode's forward is bitwise reproducible, and so is the pipelined
+scatter forward of one pass (each row sums its sources in lane order).  Where the
+team kernels sum colliding lanes (the scatter forward beyond N = 128, the scan over
+chunk summaries when a scatter forward is cut in time, the VJP in gather mode, whose
+adjoint is a scatter) they use shared-memory float atomics, whose order can vary;
+``set_deterministic(True)`` (or PDSCAN_CUDA_DETERMINISTIC=1) switches those to a
+fixed summation order, and then every path is bitwise reproducible.
 """
 
 from __future__ import annotations
@@ -36,6 +41,33 @@ def deterministic(flag: bool = True):
         yield
     finally:
         _launch.deterministic = before
+
+
+class _StreamHandle:
+    """A raw ``cudaStream_t`` in the CUDA stream protocol (``__cuda_stream__``: version,
+    handle), the form ``cupy.cuda.Stream.from_external`` takes."""
+
+    __slots__ = ("_pointer",)
+
+    def __init__(self, pointer: int):
+        self._pointer = int(pointer)
+
+    def __cuda_stream__(self):
+        return (0, self._pointer)
+
+
+def external_stream(pointer: int, device_id: int):
+    """A CuPy stream for a stream another framework made (torch's current stream,
+    XLA's): CuPy launches on it under ``with``.  CuPy 14 replaced
+    ``cupy.cuda.ExternalStream`` by ``Stream.from_external``; older CuPy has only the
+    former."""
+    import cupy
+
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)
+    if from_external is None:
+        return cupy.cuda.ExternalStream(pointer, device_id)
+    with cupy.cuda.Device(device_id):
+        return from_external(_StreamHandle(pointer))
 
 
 def _value_name(dtype) -> str:
@@ -121,4 +153,4 @@ class CudaBackend:
 
 BACKEND = CudaBackend()
 
-__all__ = ["BACKEND", "CudaBackend", "set_deterministic", "deterministic"]
+__all__ = ["BACKEND", "CudaBackend", "set_deterministic", "deterministic", "external_stream"]
