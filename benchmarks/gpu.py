@@ -27,23 +27,11 @@ import numpy as np  # noqa: E402
 
 import pdscan  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the other benchmark modules sit beside this one
+from cuda_events import time_ms  # noqa: E402
+
 SHAPES = [(256, 4096, 64, None), (8, 65536, 64, None), (64, 2048, 128, None), (256, 4096, 64, 8)]
 FORWARD_BYTES, FORWARD_BACKWARD_BYTES = 28, 72
-
-
-def time_ms(run, repeats=20, warmup=3):
-    """Median of ``repeats`` runs, timed with CUDA events on the current stream."""
-    for _ in range(warmup):
-        run()
-    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-    samples = []
-    for _ in range(repeats):
-        start.record()
-        run()
-        stop.record()
-        stop.synchronize()
-        samples.append(cupy.cuda.get_elapsed_time(start, stop))
-    return float(np.median(samples))
 
 
 def copy_bandwidth():
@@ -121,7 +109,6 @@ VARIANTS = {
     "associative_scan": associative_scan_variants,
 }
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the adapters' benchmark modules sit beside this one
 import gpu_torch  # noqa: E402 - imports torch only when its rows run
 
 VARIANTS.update(gpu_torch.VARIANTS)

@@ -22,6 +22,7 @@ import argparse
 import sys
 
 import numpy as np
+from cuda_events import time_ms
 
 TARGET_RATIO = 1.10
 
@@ -111,24 +112,6 @@ def cuda_variants(inputs, mode="scatter"):
 
 #: the entry for benchmarks/gpu.py's VARIANTS table
 VARIANTS = {"torch": torch_variants}
-
-
-def time_ms(run, repeats=20, warmup=3):
-    """Median milliseconds of one call, timed with CUDA events on CuPy's current
-    stream (as benchmarks/gpu.py does): the host work before the first launch counts."""
-    import cupy
-
-    for _ in range(warmup):
-        run()
-    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-    samples = []
-    for _ in range(repeats):
-        start.record()
-        run()
-        stop.record()
-        stop.synchronize()
-        samples.append(cupy.cuda.get_elapsed_time(start, stop))
-    return float(np.median(samples))
 
 
 def check_agreement(inputs, mode="scatter"):
