@@ -7,7 +7,8 @@ shapes, against the copy floor, in one table.
 Rows: the pipelined forward at several tile budgets (PDSCAN_CUDA_PIPE_TILE_BYTES),
 blocks per multiprocessor (PDSCAN_CUDA_PIPE_BLOCKS_PER_SM: fewer sequences than
 multiprocessors are cut into chunks of time, at least PIPE_MIN_CHUNK steps), consumer
-and producer warps (the producers a compile-time define, PD_PIPE_PRODUCERS), and the
+and producer warps (the producers a compile-time define, PD_PIPE_PRODUCERS), the slots
+of the ring (PD_PIPE_STAGES), and the
 team kernels' schedule (one team per sequence, or three launches over chunks), in
 scatter and gather mode.  With --rounds R every schedule is timed R times, the rounds
 interleaved, and the table gives the median round (the spread between separate runs
@@ -47,6 +48,9 @@ SCHEDULES = {
     "pipe, 3P 1C": dict(producers=3, pipe_consumer_warps=1),
     "pipe, 3P 2C": dict(producers=3, pipe_consumer_warps=2),
     "pipe, 3P 4C": dict(producers=3, pipe_consumer_warps=4),
+    # a ring of 4 slots instead of 6 (PD_PIPE_STAGES): longer tiles in the same shared memory
+    "pipe, 4 slots, 2P": dict(stages=4, producers=2),
+    "pipe, 4 slots, 2P, 32K, 3/SM": dict(stages=4, producers=2, PIPE_BLOCKS_PER_SM=3),
     "team kernels": dict(use_pipe=False),
 }
 KNOBS = ("use_pipe", "PIPE_TILE_BYTES", "PIPE_BLOCKS_PER_SM", "PIPE_MIN_CHUNK", "force_chunk_len",
@@ -57,9 +61,12 @@ def apply(settings, defaults, base_defines):
     """Set the launcher's knobs (and the producers' define, recompiling) for one row."""
     settings = dict(settings)
     producers = settings.pop("producers", None)
+    stages = settings.pop("stages", None)
     defines = dict(base_defines)
     if producers is not None:
         defines["PD_PIPE_PRODUCERS"] = str(producers)
+    if stages is not None:
+        defines["PD_PIPE_STAGES"] = str(stages)
     if defines != _kernels.DEFINES:
         _kernels.set_defines(defines)
     for k, v in {**defaults, **settings}.items():
