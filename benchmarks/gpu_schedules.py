@@ -7,12 +7,12 @@ shapes, against the copy floor, in one table.
 Rows: the pipelined forward at several tile budgets (PDSCAN_CUDA_PIPE_TILE_BYTES),
 blocks per multiprocessor (PDSCAN_CUDA_PIPE_BLOCKS_PER_SM: fewer sequences than
 multiprocessors are cut into chunks of time, at least PIPE_MIN_CHUNK steps), consumer
-and producer warps (the producers a compile-time define, PD_PIPE_PRODUCERS), the slots
-of the ring (PD_PIPE_STAGES), and the
-team kernels' schedule (one team per sequence, or three launches over chunks), in
-scatter and gather mode.  With --rounds R every schedule is timed R times, the rounds
-interleaved, and the table gives the median round (the spread between separate runs
-on one machine reaches 15 %; interleaving puts the variants under the same drift).
+and producer warps (the producers a compile-time define, PD_PIPE_PRODUCERS), the slots of
+the ring (PD_PIPE_STAGES, a define too), and the team kernels' schedule (one team per
+sequence, or three launches over chunks), in scatter and gather mode.  With --rounds R
+every schedule is timed R times, the rounds interleaved, and the table gives the median
+round (the spread between separate runs on one machine reaches 15 %; interleaving puts
+the variants under the same drift).
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ KNOBS = ("use_pipe", "PIPE_TILE_BYTES", "PIPE_BLOCKS_PER_SM", "PIPE_MIN_CHUNK", 
 
 
 def apply(settings, defaults, base_defines):
-    """Set the launcher's knobs (and the producers' define, recompiling) for one row."""
+    """Set the launcher's knobs (and the producers' and slots' defines, recompiling) for
+    one row."""
     settings = dict(settings)
     producers = settings.pop("producers", None)
     stages = settings.pop("stages", None)

@@ -119,7 +119,6 @@ def _host_dictionary_grads(mode, reverse):
 # -- GPU: CuPy views of XLA's device buffers, on XLA's stream --------------------
 
 _device_of_stream = {}
-_stream_of = {}
 
 
 def _cuda_device(stream, buffer):
@@ -157,10 +156,7 @@ class _OnXlaStream:
 
         self.device_id = _cuda_device(ctx.stream, buffer)
         self._device = cupy.cuda.Device(self.device_id)
-        key = (self.device_id, ctx.stream)
-        if key not in _stream_of:  # one CuPy wrapper per XLA stream, made once
-            _stream_of[key] = external_stream(ctx.stream, self.device_id)
-        self._stream = _stream_of[key]
+        self._stream = external_stream(ctx.stream, self.device_id)
 
     def __enter__(self):
         self._device.__enter__()

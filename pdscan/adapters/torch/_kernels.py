@@ -132,8 +132,6 @@ def cpu_vjp(index, d, x0, maps, x, grad_x, mode, reverse, conjugate):
 # -- CUDA -------------------------------------------------------------------------
 
 
-_external_streams = {}
-
 
 class _OnTorchStream:
     """``with`` block in which CuPy runs on the tensors' device, launches on torch's
@@ -148,12 +146,9 @@ class _OnTorchStream:
         self.device = device
         self.device_id = device.index if device.index is not None else torch.cuda.current_device()
         pointer = torch.cuda.current_stream(self.device_id).cuda_stream
-        key = (self.device_id, pointer)
-        if key not in _external_streams:  # one CuPy wrapper per torch stream, made once
-            _external_streams[key] = external_stream(pointer, self.device_id)
         self._contexts = (
             cupy.cuda.Device(self.device_id),
-            _external_streams[key],
+            external_stream(pointer, self.device_id),
             cupy.cuda.using_allocator(self._allocate),
         )
 

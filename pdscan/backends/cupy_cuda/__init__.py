@@ -19,6 +19,7 @@ fixed summation order, and then every path is bitwise reproducible.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 from ..._problem import VALUE_DTYPES
 
@@ -56,9 +57,11 @@ class _StreamHandle:
         return (0, self._pointer)
 
 
+@functools.lru_cache(maxsize=None)
 def external_stream(pointer: int, device_id: int):
     """A CuPy stream for a stream another framework made (torch's current stream,
-    XLA's): CuPy launches on it under ``with``.  CuPy 14 replaced
+    XLA's): CuPy launches on it under ``with``.  One wrapper per (stream, device),
+    made on first use: the adapters ask on every call.  CuPy 14 replaced
     ``cupy.cuda.ExternalStream`` by ``Stream.from_external``; older CuPy has only the
     former."""
     import cupy
