@@ -73,6 +73,7 @@ DEFINES = dict((flag.split("=", 1) + ["1"])[:2] for flag in os.environ.get("PDSC
 #: tiles that its producer warps fill
 PIPE_SHAPES = ((1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (4, 1))
 PIPE_MAX_N = 128
+PIPE_SCATTER_PLANES = 8  # RCAP in pdscan_pipe_producer.cuh: a row's sources exchanged at fixed places
 
 
 def pipe_shape(n: int, consumer_warps: int | None = None) -> tuple[int, int]:

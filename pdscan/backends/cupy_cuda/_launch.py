@@ -261,7 +261,7 @@ def _pipe_rows(ix, itemsize, kind, N):
     """(lanes per row NB, d/b row pitch, a step's table) in bytes, as in pdscan_pipe.cu."""
     cw, e = K.pipe_shape(N, pipe_consumer_warps)
     nb, w = -(-N // e) * e, cw * e
-    table = _round16(4 * nb) if kind == "gather" else _round16(16 * nb + 4 * w * nb + 4 * w)
+    table = _round16(4 * nb) if kind == "gather" else _round16(_round16(2 * nb) + 4 * w * nb + 4 * w)
     return nb, _round16(itemsize * nb), table
 
 
@@ -275,7 +275,8 @@ def pipe_smem(ix, itemsize, kind, track, N, tile):
     smem = K.PIPE_STAGES * slot
     if ix.uses_maps:
         smem += r16(4 * ix.k * N) + table * (ix.k + 1) + (r16(ix.k + 1) if kind == "scatter" else 0)
-    exchange = r16(itemsize * (nb + 2))
+    # two halves; scatter: K.PIPE_SCATTER_PLANES planes of nb rows and nb lane entries
+    exchange = r16(itemsize * (nb + 2 if kind == "gather" else (K.PIPE_SCATTER_PLANES + 1) * nb))
     smem += 2 * exchange
     if track and kind == "gather":
         smem += 2 * exchange + 2 * r16(4 * (nb + 2))

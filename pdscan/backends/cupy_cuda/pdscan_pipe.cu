@@ -7,13 +7,14 @@
 //   shared-memory slots with asynchronous copies, ahead of their use, and turns
 //   each step's index into what the consumers read directly: in gather mode the
 //   byte offset of every lane's source in the exchange buffer; in
-//   scatter mode the table of every row's sources (their offsets, in lane order);
+//   scatter mode where each lane puts its term so that every row's terms lie in
+//   planes, one per rank in lane order (pdscan_pipe_producer.cuh);
 //   the consumer warps run the recurrence out of the slots and write x.
 //
 // Why: a one-warp team is bound by the instructions of its step, issued one after
 // another (docs/benchmarks.md).  Here a consumer's step is only the exchange of
 // the state: vector loads of its lanes' operands, a store, a barrier, one load per
-// source and the arithmetic.  Decoding, range checks and collision bookkeeping run
+// source (gather) or plane (scatter) and the arithmetic.  Decoding, range checks and collision bookkeeping run
 // on the producers.  Consumer thread `tid` (0 .. 32 CW - 1) owns the E adjacent
 // lanes E tid .. E tid + E - 1 (N <= 32 CW E), so its operands are single vector
 // accesses; more consumer warps give each fewer lanes, at the price of a named
@@ -73,15 +74,20 @@ __device__ __forceinline__ void consumer_sync() {
 // Shared memory of a block, mirrored by the launcher's pipe_smem().  Rows of lanes
 // are NB = N rounded up to E entries, their pitch a multiple of 16 bytes.
 //   slot (PIPE_STAGES): [index words | d rows | b rows | gather: offsets rows
-//                        | scatter: source rows (RCAP u16) | bit-set rows (W words) | invalid lanes (W words) | terms]
+//                        | scatter: rows of where each lane stores (u16), bit-set rows (W words),
+//                                   invalid lanes (W words) | terms]
 //   [maps K N] [their tables, K + 1 entries (entry K: a selector out of range)]
-//   [exchange 2 x (NB + 2): entry NB stays 0, NB + 1 NaN] [tracking (gather summaries)]
+//   [exchange, 2 halves: gather: NB + 2 entries (NB stays 0, NB + 1 NaN);
+//                        scatter: RCAP planes of NB rows, NB lane entries (zero between steps)]
+//   [tracking (gather summaries): 2 x (NB + 2) values, 2 x (NB + 2) lanes]
 template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK>
 struct pipe_smem {
   static constexpr int W = E * CW;  // 32-lane words of a row's bit set
   typedef typename index_word<IW>::type word;
-  int NB, tile_len, K;
-  long long values_pitch, step_table_bytes, index_bytes, values_bytes, slot_bytes, exchange_stride;
+  int NB, tile_len, K, exchange_entries;
+  // byte sizes and offsets within the block's shared memory: 32-bit, so that the
+  // consumer's per-step address arithmetic stays 32-bit
+  int values_pitch, step_table_bytes, index_bytes, values_bytes, slot_bytes, exchange_stride;
   unsigned char* slots;
   int* maps;
   unsigned char* map_tables;
@@ -91,24 +97,25 @@ struct pipe_smem {
 
   __device__ pipe_smem(unsigned char* p, int tile_len_, int N, int K_) : tile_len(tile_len_), K(K_) {
     NB = (N + E - 1) / E * E;
-    values_pitch = round16((long long)sizeof(T) * NB);
+    values_pitch = (int)round16((long long)sizeof(T) * NB);
     // a step's table: gather: offsets; scatter: sources, bit sets, lanes out of range
-    step_table_bytes = KIND == GATHER ? round16(4LL * NB) : round16(16LL * NB + 4LL * W * NB + 4LL * W);
-    index_bytes = round16(MAPS ? 4LL * tile_len : (long long)IW * tile_len * N);
+    step_table_bytes = (int)(KIND == GATHER ? round16(4LL * NB) : round16(scatter_masks_at(NB) + 4LL * W * NB + 4LL * W));
+    index_bytes = (int)round16(MAPS ? 4LL * tile_len : (long long)IW * tile_len * N);
     values_bytes = values_pitch * tile_len;
     slot_bytes = index_bytes + 2 * values_bytes;
-    if (!MAPS) slot_bytes += step_table_bytes * tile_len + (KIND == SCATTER ? round16(tile_len) : 0);
+    if (!MAPS) slot_bytes += step_table_bytes * tile_len + (KIND == SCATTER ? (int)round16(tile_len) : 0);
     slots = p;
     p += PIPE_STAGES * slot_bytes;
     maps = (int*)p;
     map_tables = p + round16(4LL * K * N);
     if (MAPS) p = map_tables + step_table_bytes * (K + 1) + (KIND == SCATTER ? round16(K + 1) : 0);
     exchange = p;
-    exchange_stride = round16((long long)sizeof(T) * (NB + 2));
+    exchange_entries = KIND == GATHER ? NB + 2 : (int)scatter_exchange_entries(NB);
+    exchange_stride = (int)round16((long long)sizeof(T) * exchange_entries);
     p += 2 * exchange_stride;
     track_d = p;
     track_s = p + 2 * exchange_stride;
-    if (TRACK && KIND == GATHER) p += 2 * exchange_stride + 2 * round16(4LL * (NB + 2));
+    if (TRACK && KIND == GATHER) p += 2 * exchange_stride + 2 * round16(4LL * (NB + 2));  // gather: NB + 2 entries
   }
   __device__ unsigned char* slot(int s) const { return slots + s * slot_bytes; }
   __device__ word* index(int s) const { return (word*)slot(s); }
@@ -123,6 +130,27 @@ struct pipe_smem {
   __device__ unsigned char* map_terms() const { return map_table(K + 1); }
 };
 
+
+// acc = the sum of the first P planes of a scatter exchange half at the thread's E
+// rows, `plane_at[k]` bytes into the half (in lane order: plane k holds each row's
+// k-th source), and those entries cleared for the half's next use; all P loads go
+// out before the first add.
+template <int P, typename T, int E>
+__device__ __forceinline__ void sum_planes(T (&acc)[E], unsigned char* half, const int (&plane_at)[RCAP], bool active) {
+  if (!active) return;  // a thread past the last lane: its acc is never stored
+  pack<T, E> term[P];
+#pragma unroll
+  for (int k = 0; k < P; ++k) term[k] = *(const pack<T, E>*)(half + plane_at[k]);
+  const T zero[E] = {};
+#pragma unroll
+  for (int k = 0; k < P; ++k) store_pack<T, E>((T*)(half + plane_at[k]), zero);
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    acc[e] = term[0].v[e];
+#pragma unroll
+    for (int k = 1; k < P; ++k) acc[e] = add(acc[e], term[k].v[e]);
+  }
+}
 
 template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK>
 __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
@@ -155,9 +183,10 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     return rows;
   };
 
-  for (int i = threadIdx.x; i < 2 * (NB + 2); i += blockDim.x) {
-    T* half = (T*)(sm.exchange + (i / (NB + 2)) * sm.exchange_stride);
-    half[i % (NB + 2)] = (i % (NB + 2)) == NB + 1 ? nan_of(T()) : T();
+  const int XE = sm.exchange_entries;
+  for (int i = threadIdx.x; i < 2 * XE; i += blockDim.x) {
+    T* half = (T*)(sm.exchange + (i / XE) * sm.exchange_stride);
+    half[i % XE] = KIND == GATHER && (i % XE) == NB + 1 ? nan_of(T()) : T();
   }
   if (TRACK && KIND == GATHER) {
     for (int i = threadIdx.x; i < 2 * (NB + 2); i += blockDim.x) {
@@ -253,7 +282,22 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
   // x rows are written as vectors where every row start is aligned for them
   const bool vector_out = !TRACK && own + E <= N && (N * sizeof(T)) % alignof(pack<T, E>) == 0 &&
                           ((unsigned long long)out_seq) % alignof(pack<T, E>) == 0;
+  const bool store_vector = vector_out && active, store_lanes = !TRACK && !vector_out && active;
   int parity = 0;
+
+  // the exchange's two halves as offsets into shared memory: 32-bit address arithmetic
+  const int exchange_at = (int)(sm.exchange - smem_raw);
+  int buf_at = exchange_at;  // this step's half; the other: buf_at ^ other_half
+  const int other_half = exchange_at ^ (exchange_at + sm.exchange_stride);
+  // scatter: where this thread's rows lie in each plane of a half, computed once
+  // (the empty asm keeps them in registers rather than recomputed at every step)
+  int plane_at[RCAP];
+#pragma unroll
+  for (int k = 0; k < RCAP; ++k) {
+    plane_at[k] = (int)sizeof(T) * plane_entry(k, at, NB);
+    if (KIND == SCATTER) asm volatile("" : "+r"(plane_at[k]));
+  }
+  auto shared_at = [&](int offset) -> const T& { return *(const T*)(smem_raw + offset); };
 
   for (int j = 0; j < tiles; ++j) {
     const int sl = j % PIPE_STAGES;
@@ -262,7 +306,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     const word* index = sm.index(sl);
     const T* dt = sm.d(sl);
     const T* bt = sm.b(sl);
-    const long long vp = sm.values_pitch / sizeof(T);
+    const int vp = sm.values_pitch / (int)sizeof(T);
     auto sigma = [&](int r, int pos) {
       if (MAPS) {
         const int sel = ((const int*)index)[r];
@@ -270,26 +314,39 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
       }
       return lane_of<IW>(index[r * N + pos], is_signed, N);
     };
-    // step r's table (of its dictionary entry with MAPS) and terms
-    auto table_of = [&](int r, int& terms) -> const unsigned char* {
-      if (MAPS) {
-        int sel = ((const int*)index)[r];
-        sel = (sel >= 0 && sel < K) ? sel : K;
-        if (KIND == SCATTER) terms = sm.map_terms()[sel];
-        return sm.map_table(sel);
-      }
-      if (KIND == SCATTER) terms = sm.terms(sl)[r];
-      return sm.table(sl, r);
+    // MAPS: the table and terms of step r's dictionary entry
+    auto entry_table = [&](int r, int& terms) -> const unsigned char* {
+      int sel = ((const int*)index)[r];
+      sel = (sel >= 0 && sel < K) ? sel : K;
+      if (KIND == SCATTER) terms = sm.map_terms()[sel];
+      return sm.map_table(sel);
     };
 
     named_sync<CW>(full_barrier(sl));
+    // the tile's rows in time order, up or down in reverse, through pointers that
+    // step by a row (fewer instructions per step than indexing from r)
+    const int dr = rev ? -1 : 1;
+    int r = rev ? rows - 1 : 0;
+    const T* d_row = dt + r * vp + at;
+    const T* b_row = bt + r * vp + at;
+    const int row_step = dr * vp;
+    const unsigned char* tab_row = MAPS ? nullptr : sm.table(sl, r);
+    const unsigned char* terms_row = KIND == SCATTER && !MAPS ? sm.terms(sl) + r : nullptr;
+    const int tab_step = dr * sm.step_table_bytes;
+    T* out_row = TRACK ? nullptr : out_seq + (t_lo + r) * N + own;
+    const long long out_step = dr * (long long)N;
     for (int i = 0; i < rows; ++i) {
-      const int r = rev ? rows - 1 - i : i;
       int terms = 0;
-      const unsigned char* tab = table_of(r, terms);
-      const pack<T, E> dv = load_pack<T, E>(dt + r * vp + at);
-      const pack<T, E> bv = load_pack<T, E>(bt + r * vp + at);
-      unsigned char* buf = sm.exchange + parity * sm.exchange_stride;
+      const unsigned char* tab;
+      if (MAPS) {
+        tab = entry_table(r, terms);
+      } else {
+        tab = tab_row;
+        if (KIND == SCATTER) terms = *terms_row;
+      }
+      const pack<T, E> dv = load_pack<T, E>(d_row);
+      const pack<T, E> bv = load_pack<T, E>(b_row);
+      unsigned char* buf = smem_raw + buf_at;
       if (KIND == GATHER) {
         const pack<int, E> from = load_pack<int, E>((const int*)tab + at);
         if (active) store_pack<T, E>((T*)buf + own, x);
@@ -314,50 +371,53 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
           consumer_sync<CW>();
         }
 #pragma unroll
-        for (int e = 0; e < E; ++e) x[e] = add(mul(dv.v[e], *(const T*)(buf + from.v[e])), bv.v[e]);
+        for (int e = 0; e < E; ++e) x[e] = add(mul(dv.v[e], shared_at(buf_at + from.v[e])), bv.v[e]);
       } else {
-        T v[E];
+        // Each lane stores d x where its table says (its row's plane for its rank
+        // there), so after the barrier a row's sources lie at fixed places: the
+        // step's chain from x to x is the store, the barrier, the loads of the
+        // planes and their sum.  The planes read are cleared for the step after next.
+        const pack<unsigned short, E> to = load_pack<unsigned short, E>((const unsigned short*)tab + at);
+        if (active) {
 #pragma unroll
-        for (int e = 0; e < E; ++e) v[e] = mul(dv.v[e], x[e]);
-        if (active) store_pack<T, E>((T*)buf + own, v);
+          for (int e = 0; e < E; ++e) *(T*)(buf + to.v[e]) = mul(dv.v[e], x[e]);
+        }
         consumer_sync<CW>();
-        T acc[E];
-        if (terms != WALK_MASKS) {
-          const pack<unsigned short, E * RCAP> src = load_pack<unsigned short, E * RCAP>(
-              (const unsigned short*)tab + at * RCAP);
-          // a row's first source always, up to 4 or all RCAP where a row has more
-          // (independent loads; an empty entry reads the zero entry)
-#pragma unroll
-          for (int e = 0; e < E; ++e) acc[e] = *(const T*)(buf + src.v[e * RCAP]);
-          if (terms > 1) {
-#pragma unroll
-            for (int e = 0; e < E; ++e) {
-#pragma unroll
-              for (int k = 1; k < 4; ++k) acc[e] = add(acc[e], *(const T*)(buf + src.v[e * RCAP + k]));
-            }
-          }
-          if (terms > 4) {
-#pragma unroll
-            for (int e = 0; e < E; ++e) {
-#pragma unroll
-              for (int k = 4; k < RCAP; ++k) acc[e] = add(acc[e], *(const T*)(buf + src.v[e * RCAP + k]));
-            }
-          }
-        } else {
+        T acc[E] = {};
+        if (terms == WALK_MASKS) {
           // every source of the row in lane order, from its bit set; NaN where the
           // row's own lane is out of range
-          const unsigned* masks = (const unsigned*)(tab + 16LL * NB);
+          const unsigned* masks = (const unsigned*)(tab + scatter_masks_at(NB));
           const unsigned* inv = masks + W * NB;
+          const T* by_lane = (const T*)buf + lane_entry(0, NB);
 #pragma unroll
           for (int e = 0; e < E; ++e) {
             const int lane = at + e;
             acc[e] = ((inv[lane >> 5] >> (lane & 31)) & 1u) ? nan_of(T()) : T();
 #pragma unroll
             for (int w = 0; w < W; ++w) {
-              for (unsigned m = masks[lane * W + w]; m != 0u; m &= m - 1u)
-                acc[e] = add(acc[e], ((const T*)buf)[w * 32 + __ffs(m) - 1]);
+              // eight sources at a time, their loads issued together (a scan of chunk
+              // summaries walks rows of dozens of sources at every step)
+              for (unsigned m = masks[lane * W + w]; m != 0u;) {
+                const int n = __popc(m);
+                T term[8];
+#pragma unroll
+                for (int k = 0; k < 8; ++k) {
+                  term[k] = by_lane[w * 32 + (m != 0u ? __ffs(m) - 1 : 0)];
+                  m &= m - 1u;
+                }
+#pragma unroll
+                for (int k = 0; k < 8; ++k)
+                  if (k < n) acc[e] = add(acc[e], term[k]);
+              }
             }
           }
+        } else if (terms <= 1) {
+          sum_planes<1>(acc, buf, plane_at, active);
+        } else if (terms <= 4) {
+          sum_planes<4>(acc, buf, plane_at, active);
+        } else {
+          sum_planes<RCAP>(acc, buf, plane_at, active);
         }
 #pragma unroll
         for (int e = 0; e < E; ++e) x[e] = add(acc[e], bv.v[e]);
@@ -375,16 +435,21 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
         }
       }
       parity ^= 1;
-      if (!TRACK && active) {
-        T* row = out_seq + (t_lo + r) * N + own;
-        if (vector_out) {
-          store_pack<T, E>(row, x);
-        } else {
+      buf_at ^= other_half;
+      if (store_vector) store_pack<T, E>(out_row, x);
+      if (store_lanes) {
 #pragma unroll
-          for (int e = 0; e < E; ++e)
-            if (own + e < N) row[e] = x[e];
-        }
+        for (int e = 0; e < E; ++e)
+          if (own + e < N) out_row[e] = x[e];
       }
+      r += dr;
+      d_row += row_step;
+      b_row += row_step;
+      if (!MAPS) {
+        tab_row += tab_step;
+        if (KIND == SCATTER) terms_row += dr;
+      }
+      if (!TRACK) out_row += out_step;
     }
     if (j + PIPE_STAGES < tiles) {
 #ifdef PD_PIPE_EMPTY_SYNC

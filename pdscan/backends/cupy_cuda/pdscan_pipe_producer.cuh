@@ -1,6 +1,6 @@
 // The pipelined scan's producer side (pdscan_pipe.cu): copies of a tile's inputs
 // into shared memory, and the step tables the consumers read (gather: each lane's
-// source; scatter: each row's sources in lane order, with bit sets for the rest).
+// source; scatter: where each lane's term goes, with bit sets for crowded steps).
 // Also the vector accesses both sides use.
 #pragma once
 #include "pdscan_common.cuh"
@@ -9,7 +9,7 @@ namespace pd {
 
 constexpr unsigned char WALK_MASKS = 0xff;  // a step's `terms`: use the bit sets
 
-constexpr int RCAP = 8;  // scatter tables: up to RCAP sources per row, in lane order
+constexpr int RCAP = 8;  // scatter: up to RCAP sources of a row exchanged in planes, in lane order
 
 __device__ __forceinline__ long long round16(long long bytes) { return (bytes + 15) & ~15LL; }
 
@@ -67,18 +67,31 @@ __device__ __forceinline__ void stage_rows(void* dst, long long pitch, const voi
     stage((char*)dst + r * pitch, (const char*)src + r * row_bytes, row_bytes, grain, lane_id);
 }
 
+// Where scatter mode exchanges a step's values: each half of the exchange holds
+// RCAP planes of NB rows, then one entry per lane.  Lane j of a step stores d x into
+// plane k at its row when it is the row's k-th source in lane order, so that a row's
+// owner finds its sources at fixed places, planes 0, 1, ... (entries no source wrote
+// hold zero); on a step that walks the bit sets, every lane stores into its own
+// entry after the planes instead.
+__device__ __forceinline__ int plane_entry(int plane, int row, int NB) { return plane * NB + row; }
+__device__ __forceinline__ int lane_entry(int lane, int NB) { return RCAP * NB + lane; }
+__device__ __forceinline__ long long scatter_exchange_entries(int NB) { return (RCAP + 1LL) * NB; }
+// a scatter step's table: where each lane stores (u16 byte offsets), then the bit sets
+__device__ __forceinline__ long long scatter_masks_at(int NB) { return round16(2LL * NB); }
+
 // The tables of `rows` steps, written by the producer warp; target(r, lane) is
 // the row lane `lane` of step r lands on (-1: out of range).  Step r's table
 // (`stride` bytes apart) holds
 //   gather: offsets[i], the byte offset of lane i's source in the exchange (NB + 1,
 //           the NaN entry, when out of range; NB, the zero entry, past N);
-//   scatter: sources[i * RCAP + k] (u16), the byte offset of row i's k-th source in
-//           lane order (NB where there is none), the bit sets masks[i * W + w] of the
-//           row's sources (W words: NB <= 32 W) and inv[w] of the lanes out of range; terms[r] is the most
-//           sources of any row, or WALK_MASKS when over RCAP or when a lane is out of range.
-// Scatter tables are built in three passes over all the rows (clear, set the bits,
-// rank each source by a population count of its row's bits below it), so a warp
-// barrier separates passes rather than steps, and the rows' latencies overlap.
+//   scatter: to[j] (u16), the byte offset in an exchange half where lane j stores
+//           (plane_entry(rank, row), or lane_entry(j) on a walking step and past N);
+//           then the bit sets masks[i * W + w] of row i's sources (W words: NB <= 32 W)
+//           and inv[w] of the lanes out of range; terms[r] is the most sources of any
+//           row, or WALK_MASKS when over RCAP or when a lane is out of range.
+// Scatter tables are built in three passes over all the rows (clear the bit sets,
+// set the bits, rank each source by a population count of its row's bits below it),
+// so a warp barrier separates passes rather than steps, and the rows' latencies overlap.
 template <typename T, int KIND, int W, typename Target>
 __device__ __forceinline__ void write_tables(const Target& target, int rows, unsigned char* tables, long long stride,
                                              unsigned char* terms, int N, int NB, int lane_id) {
@@ -96,18 +109,15 @@ __device__ __forceinline__ void write_tables(const Target& target, int rows, uns
     }
     return;
   }
-  const unsigned none = 0x10001u * (unsigned)(NB * sizeof(T));
-  const uint4 none4 = make_uint4(none, none, none, none);
+  const long long masks_at = scatter_masks_at(NB);
   // lane e * 32 + lane_id of a row's NB (<= 32 W) is this thread's: loops over e unroll
   __syncwarp();  // the consumer reads tables only after FULL; this warp's earlier reads are done
   for (int r = 0; r < rows; ++r) {
-    unsigned char* table = tables + r * stride;
-    unsigned* masks = (unsigned*)(table + 16LL * NB);
+    unsigned* masks = (unsigned*)(tables + r * stride + masks_at);
 #pragma unroll
     for (int e = 0; e < W; ++e) {
       const int i = e * 32 + lane_id;
       if (i < NB) {
-        ((uint4*)table)[i] = none4;  // RCAP u16 = 16 bytes a row
 #pragma unroll
         for (int w = 0; w < W; ++w) masks[i * W + w] = 0u;
       }
@@ -116,7 +126,7 @@ __device__ __forceinline__ void write_tables(const Target& target, int rows, uns
   __syncwarp();
 #pragma unroll 2
   for (int r = 0; r < rows; ++r) {
-    unsigned* masks = (unsigned*)(tables + r * stride + 16LL * NB);
+    unsigned* masks = (unsigned*)(tables + r * stride + masks_at);
 #pragma unroll
     for (int e = 0; e < W; ++e) {
       const int lane = e * 32 + lane_id;
@@ -131,34 +141,36 @@ __device__ __forceinline__ void write_tables(const Target& target, int rows, uns
 #pragma unroll 2
   for (int r = 0; r < rows; ++r) {
     unsigned char* table = tables + r * stride;
-    unsigned short* sources = (unsigned short*)table;
-    const unsigned* masks = (const unsigned*)(table + 16LL * NB);
+    const unsigned* masks = (const unsigned*)(table + masks_at);
+    int target_of[W], rank[W];
     int most = 0;
+    bool bad = false;
 #pragma unroll
     for (int e = 0; e < W; ++e) {
       const int lane = e * 32 + lane_id;
-      const int t = lane < N ? target(r, lane) : -1;
-      if (t >= 0) {
-        const pack<unsigned, W> row = load_pack<unsigned, W>(masks + t * W);
-        int rank = __popc(row.v[e] & lower);
+      target_of[e] = lane < N ? target(r, lane) : -1;
+      rank[e] = 0;
+      if (target_of[e] >= 0) {
+        const pack<unsigned, W> row = load_pack<unsigned, W>(masks + target_of[e] * W);
+        rank[e] = __popc(row.v[e] & lower);
 #pragma unroll
-        for (int w = 0; w < e; ++w) rank += __popc(row.v[w]);
-        if (rank < RCAP) sources[t * RCAP + rank] = (unsigned short)(lane * sizeof(T));
+        for (int w = 0; w < e; ++w) rank[e] += __popc(row.v[w]);
+        most = max(most, rank[e] + 1);
       }
-      if (lane < NB) {
-        const pack<unsigned, W> own = load_pack<unsigned, W>(masks + lane * W);
-        int count = 0;
+      bad |= lane < N && target_of[e] < 0;
+    }
+    most = __reduce_max_sync(0xffffffffu, (unsigned)most);
+    const bool walk = __any_sync(0xffffffffu, bad) || most > RCAP;
+    unsigned short* to = (unsigned short*)table;
 #pragma unroll
-        for (int w = 0; w < W; ++w) count += __popc(own.v[w]);
-        most = max(most, count);
+    for (int e = 0; e < W; ++e) {
+      const int lane = e * 32 + lane_id;
+      if (lane < NB) {
+        const int entry = walk || target_of[e] < 0 ? lane_entry(lane, NB) : plane_entry(rank[e], target_of[e], NB);
+        to[lane] = (unsigned short)(entry * sizeof(T));
       }
     }
-    const pack<unsigned, W> inv = load_pack<unsigned, W>(masks + W * NB);
-    unsigned bad = 0u;
-#pragma unroll
-    for (int w = 0; w < W; ++w) bad |= inv.v[w];
-    most = __reduce_max_sync(0xffffffffu, (unsigned)most);
-    if (lane_id == 0) terms[r] = (bad != 0u || most > RCAP) ? WALK_MASKS : (unsigned char)most;
+    if (lane_id == 0) terms[r] = walk ? WALK_MASKS : (unsigned char)most;
   }
 }
 
