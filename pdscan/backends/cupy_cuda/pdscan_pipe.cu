@@ -396,20 +396,8 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
             acc[e] = ((inv[lane >> 5] >> (lane & 31)) & 1u) ? nan_of(T()) : T();
 #pragma unroll
             for (int w = 0; w < W; ++w) {
-              // eight sources at a time, their loads issued together (a scan of chunk
-              // summaries walks rows of dozens of sources at every step)
-              for (unsigned m = masks[lane * W + w]; m != 0u;) {
-                const int n = __popc(m);
-                T term[8];
-#pragma unroll
-                for (int k = 0; k < 8; ++k) {
-                  term[k] = by_lane[w * 32 + (m != 0u ? __ffs(m) - 1 : 0)];
-                  m &= m - 1u;
-                }
-#pragma unroll
-                for (int k = 0; k < 8; ++k)
-                  if (k < n) acc[e] = add(acc[e], term[k]);
-              }
+              for (unsigned m = masks[lane * W + w]; m != 0u; m &= m - 1u)
+                acc[e] = add(acc[e], by_lane[w * 32 + __ffs(m) - 1]);
             }
           }
         } else if (terms <= 1) {
