@@ -14,8 +14,8 @@
 // Why: a one-warp team is bound by the instructions of its step, issued one after
 // another (docs/benchmarks.md).  Here a consumer's step is only the exchange of
 // the state: vector loads of its lanes' operands, a store, a barrier, one load per
-// source (gather) or plane (scatter) and the arithmetic.  Decoding, range checks and collision bookkeeping run
-// on the producers.  Consumer thread `tid` (0 .. 32 CW - 1) owns the E adjacent
+// source (gather) or plane (scatter) and the arithmetic.  Decoding, range checks and
+// collision bookkeeping run on the producers.  Consumer thread `tid` (0 .. 32 CW - 1) owns the E adjacent
 // lanes E tid .. E tid + E - 1 (N <= 32 CW E), so its operands are single vector
 // accesses; more consumer warps give each fewer lanes, at the price of a named
 // barrier across them (STEP_BARRIER) instead of a warp barrier at every step.
@@ -98,8 +98,9 @@ struct pipe_smem {
   __device__ pipe_smem(unsigned char* p, int tile_len_, int N, int K_) : tile_len(tile_len_), K(K_) {
     NB = (N + E - 1) / E * E;
     values_pitch = (int)round16((long long)sizeof(T) * NB);
-    // a step's table: gather: offsets; scatter: sources, bit sets, lanes out of range
-    step_table_bytes = (int)(KIND == GATHER ? round16(4LL * NB) : round16(scatter_masks_at(NB) + 4LL * W * NB + 4LL * W));
+    // a step's table: gather: offsets; scatter: where each lane stores, bit sets, lanes out of range
+    step_table_bytes =
+        (int)(KIND == GATHER ? round16(4LL * NB) : round16(scatter_masks_at(NB) + 4LL * W * NB + 4LL * W));
     index_bytes = (int)round16(MAPS ? 4LL * tile_len : (long long)IW * tile_len * N);
     values_bytes = values_pitch * tile_len;
     slot_bytes = index_bytes + 2 * values_bytes;
