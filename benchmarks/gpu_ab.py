@@ -7,13 +7,14 @@ timed in interleaved rounds.
 
 A build is a directory of the CUDA backend's sources (the .cu/.cuh files and its
 _launch.py); NAME=DIR:CW also sets the consumer warps of the pipelined forward.  One
-process swaps the kernel sources (``_kernels.HERE``) and the launcher's mirror of the
-pipelined scan's shared-memory layout (``_pipe_rows`` and ``pipe_smem``, taken from the
-build's own _launch.py) between builds, so every build runs on the same inputs under the
-same drift of the machine; the rest of the launcher is this checkout's.  --check: the
-outputs of every build on the benchmark shapes and on odd cases (crowded rows that walk
-the bit sets, permutations, out-of-range lanes, N not a multiple of 32, reverse with x0)
-must equal the first build's bit for bit.
+process swaps the kernel sources (``_kernels.use_sources``) and the launcher's mirror
+of the pipelined scan's shared-memory layout (``_pipe_rows`` and ``pipe_smem``, taken
+from the build's own _launch.py) between builds, so every build runs on the same inputs
+under the same drift of the machine (the interleaved rounds of gpu_schedules.py); the
+rest of the launcher is this checkout's.  --check: the outputs of every build on the
+benchmark shapes and on odd cases (crowded rows that walk the bit sets, permutations,
+out-of-range lanes, N not a multiple of 32, reverse with x0) must equal the first
+build's bit for bit.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import cupy
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu import FORWARD_BYTES, SHAPES, copy_bandwidth, make_inputs, time_ms  # noqa: E402
+from gpu import SHAPES, copy_bandwidth, make_inputs  # noqa: E402
+from gpu_schedules import interleaved, print_table  # noqa: E402
 
 import pdscan  # noqa: E402
 from pdscan.backends.cupy_cuda import _kernels, _launch  # noqa: E402
@@ -52,8 +54,7 @@ class Build:
 
     def use(self):
         if _kernels.HERE != self.here:
-            _kernels.HERE = self.here
-            _kernels._compiled.cache_clear()
+            _kernels.use_sources(self.here)
         _launch.pipe_consumer_warps = self.launch.pipe_consumer_warps = self.consumer_warps
         _launch._pipe_rows, _launch.pipe_smem = self.launch._pipe_rows, self.launch.pipe_smem
 
@@ -102,29 +103,9 @@ def check(builds):
 def timing(builds, rounds):
     bandwidth = copy_bandwidth()
     inputs = {shape: make_inputs(*shape) for shape in SHAPES}
-    samples = {}
-    for _ in range(rounds):
-        for shape, inp in inputs.items():
-            for mode in MODES:
-                for build in builds:
-                    build.use()
-                    forward(inp, mode)
-                    samples.setdefault((shape, mode, build.name), []).append(
-                        time_ms(lambda: forward(inp, mode), repeats=10))
-    names = [b.name for b in builds]
-    print(f"\ncopy {bandwidth / 1e12:.2f} TB/s; forward ms, median of {rounds} interleaved rounds "
-          f"(max/min - 1 over the rounds), and x floor")
-    print("| S, L, N, K | mode | " + " | ".join(names) + " |")
-    print("| --- | --- |" + " ---: |" * len(names))
-    for (S, L, N, K) in SHAPES:
-        floor = S * L * N * FORWARD_BYTES / bandwidth * 1e3
-        for mode in MODES:
-            cells = []
-            for name in names:
-                ms = samples[((S, L, N, K), mode, name)]
-                med = float(np.median(ms))
-                cells.append(f"{med:.3f} ({100 * (max(ms) / min(ms) - 1):.0f} %) {med / floor:.2f}×")
-            print(f"| {S}, {L}, {N}, {K or '-'} | {mode} | " + " | ".join(cells) + " |", flush=True)
+    samples = interleaved(inputs, MODES, {build.name: build.use for build in builds}, rounds)
+    print(f"\ncopy {bandwidth / 1e12:.2f} TB/s; median of {rounds} interleaved rounds (min-max)")
+    print_table(samples, bandwidth, "build")
 
 
 def main(argv=None):

@@ -18,6 +18,7 @@ the variants under the same drift).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
@@ -25,9 +26,8 @@ import cupy
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu import FORWARD_BYTES, SHAPES, copy_bandwidth, make_inputs, time_ms  # noqa: E402
+from gpu import FORWARD_BYTES, SHAPES, copy_bandwidth, make_inputs, pdscan_variants, time_ms  # noqa: E402
 
-import pdscan  # noqa: E402
 from pdscan.backends.cupy_cuda import _kernels, _launch  # noqa: E402
 
 SCHEDULES = {
@@ -88,27 +88,40 @@ def main(argv):
     defaults = {k: getattr(_launch, k) for k in KNOBS}
     base_defines = dict(_kernels.DEFINES)
     inputs = {shape: make_inputs(*shape) for shape in shapes}
-    samples = {}  # (shape, mode, schedule) -> ms of each round
-    for round_ in range(args.rounds):
-        for (S, L, N, K), inp in inputs.items():
-            for mode in args.modes.split(","):
-                for name, settings in schedules.items():
-                    apply(settings, defaults, base_defines)
-                    ms = time_ms(lambda: pdscan.scan(inp["index"], inp["d"], inp["b"], maps=inp["maps"], mode=mode,
-                                                     backend="cuda", check_index=False), repeats=10)
-                    samples.setdefault(((S, L, N, K), mode, name), []).append(ms)
-                    print(round_, S, L, N, K, mode, name, f"{ms:.3f}", sep=" | ", flush=True)
+    rows = {name: functools.partial(apply, settings, defaults, base_defines) for name, settings in schedules.items()}
+    samples = interleaved(inputs, args.modes.split(","), rows, args.rounds)
     apply({}, defaults, base_defines)
     print(f"\ncopy {bandwidth / 1e12:.2f} TB/s; defines: {os.environ.get('PDSCAN_CUDA_DEFINES', '')!r}; "
           f"median of {args.rounds} interleaved rounds (min-max)")
-    print("| S, L, N, K | mode | schedule | fwd ms | x floor |")
+    print_table(samples, bandwidth, "schedule")
+
+
+def interleaved(inputs, modes, variants, rounds):
+    """{(shape, mode, name): forward ms of each round}: every variant (name: a function
+    that sets it up) timed once a round at every shape and mode, the rounds interleaved
+    so that the variants share the machine's drift."""
+    samples = {}
+    for round_ in range(rounds):
+        for (S, L, N, K), inp in inputs.items():
+            for mode in modes:
+                forward = pdscan_variants(inp, mode)["pdscan forward"]
+                for name, set_up in variants.items():
+                    set_up()
+                    ms = time_ms(forward, repeats=10)
+                    samples.setdefault(((S, L, N, K), mode, name), []).append(ms)
+                    print(round_, S, L, N, K, mode, name, f"{ms:.3f}", sep=" | ", flush=True)
+    return samples
+
+
+def print_table(samples, bandwidth, variant="variant"):
+    """The median of each cell's rounds (their min-max) and its ratio to the floor."""
+    print(f"| S, L, N, K | mode | {variant} | fwd ms | x floor |")
     print("| --- | --- | --- | ---: | ---: |")
     for ((S, L, N, K), mode, name), ms in samples.items():
         floor = S * L * N * FORWARD_BYTES / bandwidth * 1e3
         med = float(np.median(ms))
         spread = f" ({min(ms):.3f}-{max(ms):.3f})" if len(ms) > 1 else ""
         print(f"| {S}, {L}, {N}, {K or '-'} | {mode} | {name} | {med:.3f}{spread} | {med / floor:.2f} |")
-
 
 if __name__ == "__main__":
     cupy.cuda.Device().use()

@@ -175,6 +175,14 @@ def set_defines(defines: dict[str, str]) -> None:
     _compiled.cache_clear()
 
 
+def use_sources(directory) -> None:
+    """Compile the kernels from now on from the .cu/.cuh files in ``directory``
+    instead of this package's (A/B runs compare kernel builds in one process)."""
+    global HERE
+    HERE = Path(directory).resolve()
+    _compiled.cache_clear()
+
+
 def kernel(name: str):
     """The compiled kernel ``name`` (a template instantiation) on the current device."""
     import cupy
