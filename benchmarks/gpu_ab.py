@@ -95,7 +95,16 @@ def check(builds):
                         first[key] = out
                     elif not np.array_equal(first[key].view(np.uint32), out.view(np.uint32)):
                         differ += 1
-                        print(f"differs: {build.name} {label} {mode} reverse={reverse}")
+                        ref = first[key]
+                        unequal = np.count_nonzero(
+                            (ref.view(np.uint8).reshape(ref.size, -1) != out.view(np.uint8).reshape(ref.size, -1))
+                            .any(axis=1))
+                        finite = np.isfinite(ref) & np.isfinite(out)
+                        scale = np.abs(ref[finite]).max(initial=0.0) or 1.0
+                        worst = np.abs(ref - out)[finite].max(initial=0.0) / scale
+                        print(f"differs: {build.name} {label} {mode} reverse={reverse}: {unequal} of {ref.size} "
+                              f"values, largest difference {worst:.1e} of the largest value, "
+                              f"non-finite in the same places: {np.array_equal(np.isfinite(ref), np.isfinite(out))}")
     print(f"bitwise: {len(first)} cases, {differ} differ from {builds[0].name}", flush=True)
     return differ
 

@@ -153,6 +153,45 @@ __device__ __forceinline__ void sum_planes(T (&acc)[E], unsigned char* half, con
   }
 }
 
+// A scatter step that walks the bit sets: element e is the sum, in lane order, of the
+// terms of every source of row at + e (its bit set: W words at byte `masks_at` of
+// shared memory; the lanes' terms at `by_lane_at`), NaN where that row's own lane is
+// out of range.  Loads go out WALK_BATCH at a time, all before their adds, so a
+// crowded row costs a few load latencies rather than one per source: every step of
+// the scan of chunk summaries walks (a chunk's composed map crowds its lanes onto a
+// row or two).  Out of line because, inlined, its registers slowed the common step.
+constexpr int WALK_BATCH = 8;
+template <typename T, int E, int W>
+__device__ __noinline__ pack<T, E> walk_sources(int masks_at, int by_lane_at, int at, int NB) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const unsigned* masks = (const unsigned*)(smem_raw + masks_at);
+  const unsigned* inv = masks + W * NB;
+  const T* by_lane = (const T*)(smem_raw + by_lane_at);
+  pack<T, E> acc;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int lane = at + e;
+    T sum = ((inv[lane >> 5] >> (lane & 31)) & 1u) ? nan_of(T()) : T();
+#pragma unroll
+    for (int w = 0; w < W; ++w) {
+      for (unsigned m = masks[lane * W + w]; m != 0u;) {
+        const int n = __popc(m);
+        T term[WALK_BATCH];
+#pragma unroll
+        for (int k = 0; k < WALK_BATCH; ++k) {
+          term[k] = by_lane[m != 0u ? w * 32 + __ffs(m) - 1 : 0];  // lane 0's entry: read, not added
+          m &= m - 1u;
+        }
+#pragma unroll
+        for (int k = 0; k < WALK_BATCH; ++k)
+          if (k < n) sum = add(sum, term[k]);
+      }
+    }
+    acc.v[e] = sum;
+  }
+  return acc;
+}
+
 template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK>
 __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     const void* __restrict__ index_raw, long long index_stride, int index_grain,
@@ -386,20 +425,12 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
         consumer_sync<CW>();
         T acc[E] = {};
         if (terms == WALK_MASKS) {
-          // every source of the row in lane order, from its bit set; NaN where the
-          // row's own lane is out of range
-          const unsigned* masks = (const unsigned*)(tab + scatter_masks_at(NB));
-          const unsigned* inv = masks + W * NB;
-          const T* by_lane = (const T*)buf + lane_entry(0, NB);
+          // (returned by value: an array passed to a call would live in local memory)
+          if (active) {
+            const pack<T, E> walked = walk_sources<T, E, W>((int)(tab - smem_raw) + (int)scatter_masks_at(NB),
+                                                            buf_at + (int)sizeof(T) * lane_entry(0, NB), at, NB);
 #pragma unroll
-          for (int e = 0; e < E; ++e) {
-            const int lane = at + e;
-            acc[e] = ((inv[lane >> 5] >> (lane & 31)) & 1u) ? nan_of(T()) : T();
-#pragma unroll
-            for (int w = 0; w < W; ++w) {
-              for (unsigned m = masks[lane * W + w]; m != 0u; m &= m - 1u)
-                acc[e] = add(acc[e], by_lane[w * 32 + __ffs(m) - 1]);
-            }
+            for (int e = 0; e < E; ++e) acc[e] = walked.v[e];
           }
         } else if (terms <= 1) {
           sum_planes<1>(acc, buf, plane_at, active);
