@@ -134,6 +134,47 @@ def dense_vjp(index, d, b, x0, grad_x, *, maps=None, mode="scatter", reverse=Fal
     return grad_d, grad_b, grad_x0
 
 
+def wide_magnitudes(rng, n):
+    """Complex values of random sign whose magnitudes span 24 decades: sums of them
+    round differently in almost any other order."""
+    def part():
+        return rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(-8, 16, n)
+    return part() + 1j * part()
+
+
+def lane_order_problem(rng, L, N, dtype=np.complex128):
+    """(index, b, x0) of a scatter scan with d = 1 (so every product is exact and the
+    only rounding is in the sums) whose result shows the order of each row's adds:
+    crowded steps (three rows, or every lane on one row) alternate with permutations
+    that bring new terms of wide magnitudes in b.  The oracle: lane_order_scan."""
+    index = np.empty((L, N), np.int32)
+    b = np.zeros((L, N), dtype)
+    for t in range(L):
+        if t % 2:
+            rows = rng.choice(N, size=3, replace=False)
+            index[t] = rows[0] if t % 4 == 1 else rows[rng.integers(0, 3, N)]
+        else:
+            index[t] = rng.permutation(N)
+            b[t] = wide_magnitudes(rng, N)
+    x0 = wide_magnitudes(rng, N).astype(dtype)
+    # the order shows: the same adds with every row's sources taken last lane first differ
+    assert not np.array_equal(lane_order_scan(index, b, x0), lane_order_scan(index[:, ::-1], b, x0[::-1]))
+    return index, b, x0
+
+
+def lane_order_scan(index, b, x0):
+    """The scatter scan with d = 1, one add at a time (in b's precision), each row's
+    sources in lane order."""
+    x, out = x0.copy(), np.empty(b.shape, b.dtype)
+    for t in range(index.shape[0]):
+        acc = {}
+        for j, i in enumerate(index[t]):
+            acc[i] = acc[i] + x[j] if i in acc else x[j]
+        x = np.array([acc.get(i, b.dtype.type(0)) + b[t, i] for i in range(len(x))], b.dtype)
+        out[t] = x
+    return out
+
+
 def rel_err(a, b):
     a, b = np.asarray(a), np.asarray(b)
     scale = max(np.linalg.norm(b.ravel()), 1e-300)
