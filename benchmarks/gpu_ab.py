@@ -77,6 +77,19 @@ def odd_case(S, L, N, K=None, kind="random", seed=1):
     return inp
 
 
+def difference(ref, out):
+    """How far ``out`` is from ``ref`` where they differ bit for bit ("" where not)."""
+    unequal = np.count_nonzero((ref.view(np.uint8).reshape(ref.size, -1) != out.view(np.uint8).reshape(ref.size, -1))
+                               .any(axis=1))
+    if not unequal:
+        return ""
+    finite = np.isfinite(ref) & np.isfinite(out)
+    scale = np.abs(ref[finite]).max(initial=0.0) or 1.0
+    worst = np.abs(ref - out)[finite].max(initial=0.0) / scale
+    return (f"{unequal} of {ref.size} values, largest difference {worst:.1e} of the largest value, "
+            f"non-finite in the same places: {np.array_equal(np.isfinite(ref), np.isfinite(out))}")
+
+
 def check(builds):
     cases = [(str(shape), make_inputs(*shape)) for shape in SHAPES]
     for args in [(3, 1003, 64, None, "random"), (3, 1003, 64, None, "crowded"), (3, 1003, 64, None, "permutation"),
@@ -93,18 +106,11 @@ def check(builds):
                     key = (label, mode, reverse)
                     if n == 0:
                         first[key] = out
-                    elif not np.array_equal(first[key].view(np.uint32), out.view(np.uint32)):
+                        continue
+                    report = difference(first[key], out)
+                    if report:
                         differ += 1
-                        ref = first[key]
-                        unequal = np.count_nonzero(
-                            (ref.view(np.uint8).reshape(ref.size, -1) != out.view(np.uint8).reshape(ref.size, -1))
-                            .any(axis=1))
-                        finite = np.isfinite(ref) & np.isfinite(out)
-                        scale = np.abs(ref[finite]).max(initial=0.0) or 1.0
-                        worst = np.abs(ref - out)[finite].max(initial=0.0) / scale
-                        print(f"differs: {build.name} {label} {mode} reverse={reverse}: {unequal} of {ref.size} "
-                              f"values, largest difference {worst:.1e} of the largest value, "
-                              f"non-finite in the same places: {np.array_equal(np.isfinite(ref), np.isfinite(out))}")
+                        print(f"differs: {build.name} {label} {mode} reverse={reverse}: {report}")
     print(f"bitwise: {len(first)} cases, {differ} differ from {builds[0].name}", flush=True)
     return differ
 

@@ -123,6 +123,7 @@ def print_table(samples, bandwidth, variant="variant"):
         spread = f" ({min(ms):.3f}-{max(ms):.3f})" if len(ms) > 1 else ""
         print(f"| {S}, {L}, {N}, {K or '-'} | {mode} | {name} | {med:.3f}{spread} | {med / floor:.2f} |")
 
+
 if __name__ == "__main__":
     cupy.cuda.Device().use()
     np.random.seed(0)

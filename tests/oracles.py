@@ -143,10 +143,10 @@ def wide_magnitudes(rng, n):
 
 
 def lane_order_problem(rng, L, N, dtype=np.complex128):
-    """(index, b, x0) of a scatter scan with d = 1 (so every product is exact and the
-    only rounding is in the sums) whose result shows the order of each row's adds:
-    crowded steps (three rows, or every lane on one row) alternate with permutations
-    that bring new terms of wide magnitudes in b.  The oracle: lane_order_scan."""
+    """(inputs, x) of one sequence of a scatter scan with d = 1 (so every product is
+    exact and the only rounding is in the sums) whose result shows the order of each
+    row's adds: crowded steps (three rows, or every lane on one row) alternate with
+    permutations that bring new terms of wide magnitudes in b.  x: lane_order_scan's."""
     for _ in range(100):
         index = np.empty((L, N), np.int32)
         b = np.zeros((L, N), dtype)
@@ -160,8 +160,10 @@ def lane_order_problem(rng, L, N, dtype=np.complex128):
         x0 = wide_magnitudes(rng, N).astype(dtype)
         # drawn again unless the same adds, every row's sources taken last lane first,
         # give another result (few lanes can round the same both ways)
-        if not np.array_equal(lane_order_scan(index, b, x0), lane_order_scan(index, b, x0, range(N - 1, -1, -1))):
-            return index, b, x0
+        x = lane_order_scan(index, b, x0)
+        if not np.array_equal(x, lane_order_scan(index, b, x0, range(N - 1, -1, -1))):
+            inputs = dict(index=index[None], d=np.ones((1, L, N), dtype), b=b[None], x0=x0[None], maps=None)
+            return inputs, x[None]
     raise AssertionError("no draw whose result shows the order of the adds")
 
 
