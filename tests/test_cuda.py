@@ -299,6 +299,36 @@ def test_pipelined_scan_with_hundreds_of_chunks(mode, chunk, tile, consumer_warp
     assert rel_err(got, want) <= 1e-4
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("pipe", [None, False])
+def test_scan_of_chunk_summaries_cut_into_chunks(mode, pipe, monkeypatch):
+    """Long sequences on the shape's own plan: the scan of their chunk summaries is cut
+    into chunks of its own (and is seen to be: ``run_scan`` is called with a chunk
+    length), the forward (reverse, x0) and the VJP match the reference, at a length that
+    divides no chunk."""
+    monkeypatch.setattr(_launch, "use_pipe", pipe)
+    monkeypatch.setattr(_launch, "force_chunk_len", None)
+    monkeypatch.setattr(_launch, "CHAIN_MIN_STEPS", 24)
+    chunk_lengths = []
+    run_scan = _launch.run_scan
+
+    def spy(*args):
+        chunk_lengths.append(args[14] if len(args) > 14 else None)
+        return run_scan(*args)
+
+    monkeypatch.setattr(_launch, "run_scan", spy)
+    rng = np.random.default_rng()
+    host = inputs(rng, (2,), 7683, 64, np.complex128)
+    got, want = forward_both(host, mode=mode, reverse=True)
+    assert rel_err(got, want) <= 1e-12
+    assert [c for c in chunk_lengths if c is not None], "the summaries' scan was not cut"
+    chunk_lengths.clear()
+    got, want = vjp_both(host, True, mode=mode)
+    for g, w in zip(got, want):
+        assert rel_err(g, w) <= 1e-12
+    assert [c for c in chunk_lengths if c is not None], "the VJP's summaries' scan was not cut"
+
+
 def force_pipe(monkeypatch, tile, consumer_warps=None):
     """The pipelined scan over whole sequences in tiles of ``tile`` steps; a forward
     it does not take (its shared memory over the limit) fails the test rather than
@@ -309,8 +339,8 @@ def force_pipe(monkeypatch, tile, consumer_warps=None):
     monkeypatch.setattr(_launch, "pipe_consumer_warps", consumer_warps)
     run_pipe = _launch.run_pipe
 
-    def must_run(*args):
-        assert run_pipe(*args), "the pipelined scan did not take this forward"
+    def must_run(*args, **kwargs):
+        assert run_pipe(*args, **kwargs), "the pipelined scan did not take this forward"
         return True
 
     monkeypatch.setattr(_launch, "run_pipe", must_run)

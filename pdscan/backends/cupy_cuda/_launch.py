@@ -10,8 +10,9 @@ the team kernels of pdscan_kernels.cu on one of two schedules (``plan``):
   over the data, the fastest when there are enough sequences to fill the GPU.
 * **chunks**: time is cut into C chunks.  A first launch reduces every chunk
   but the last to its affine summary (transform, state from zero); the summaries
-  are scanned per sequence (the same code, recursively chunked when long) into
-  each chunk's start state; a last launch replays the chunks from their starts.
+  are scanned per sequence (the same code, itself cut into chunks of about
+  sqrt(C) steps when C is large) into each chunk's start state; a last launch
+  replays the chunks from their starts.
   It reads the inputs twice (48 instead of 28 bytes per complex64 element) but
   runs S * C teams instead of S.
 
@@ -47,11 +48,24 @@ pipe_consumer_warps: int | None = (int(os.environ["PDSCAN_CUDA_PIPE_CONSUMER_WAR
                                    if os.environ.get("PDSCAN_CUDA_PIPE_CONSUMER_WARPS") else None)
 #: shared memory one tile of the pipelined scan's ring may take (sets the tile length)
 PIPE_TILE_BYTES = int(os.environ.get("PDSCAN_CUDA_PIPE_TILE_BYTES", str(32 * 1024)))
-#: fewer sequences than multiprocessors are cut into chunks of time (at least
-#: PIPE_MIN_CHUNK steps) for PIPE_BLOCKS_PER_SM blocks per multiprocessor, three
-#: launches as in ``plan``; measured on the H200 (docs/benchmarks.md, "Schedules")
+#: fewer sequences than PIPE_CUT_BELOW times the multiprocessors are cut into chunks of
+#: time (at least PIPE_MIN_CHUNK steps) for PIPE_BLOCKS_PER_SM blocks per multiprocessor,
+#: three launches as in ``plan``; measured on the H200 (docs/benchmarks.md, "Schedules").
+#: Cut, the time grows with S (two passes over the inputs); one block a sequence, it stays
+#: that of one sequence up to a block per multiprocessor: they meet at about 0.6 of them
+#: in scatter mode, 0.5 in gather mode ("When to cut time")
 PIPE_BLOCKS_PER_SM = float(os.environ.get("PDSCAN_CUDA_PIPE_BLOCKS_PER_SM", "4"))
 PIPE_MIN_CHUNK = int(os.environ.get("PDSCAN_CUDA_PIPE_MIN_CHUNK", "256"))
+PIPE_CUT_BELOW = float(os.environ.get("PDSCAN_CUDA_PIPE_CUT_BELOW", "0.55"))
+#: the scan of chunk summaries (``_chain``) of fewer sequences than multiprocessors, with
+#: C >= CHAIN_MIN_STEPS summaries each, is itself cut into chunks of about
+#: CHAIN_CHUNK_SCALE * sqrt(C) steps (0: never cut).  Its steps run one after another on
+#: S blocks, and a summary of a long chunk crowds its lanes onto a few rows, so each
+#: scatter step sums dozens of terms in order.  Cut, the longest path is about
+#: (2 a + 1 / a) sqrt(C) steps (a the scale) instead of C; measured on the H200
+#: (docs/benchmarks.md, "The scan of chunk summaries")
+CHAIN_MIN_STEPS = int(os.environ.get("PDSCAN_CUDA_CHAIN_MIN_STEPS", "24"))
+CHAIN_CHUNK_SCALE = float(os.environ.get("PDSCAN_CUDA_CHAIN_CHUNK_SCALE", "0.5"))
 #: scatter without float atomics (bitwise reproducible); gather mode always is
 deterministic: bool = os.environ.get("PDSCAN_CUDA_DETERMINISTIC", "0") not in ("", "0")
 
@@ -153,6 +167,14 @@ def _cut_time(S, L, wanted, min_chunk, enough):
     return -(-L // chunk), chunk
 
 
+def _given_chunks(L, chunk):
+    """(chunks, chunk length) for a chunk length the caller chose; ``force_chunk_len``
+    still overrides it (None: the caller chose none)."""
+    if chunk is None or force_chunk_len is not None:
+        return None
+    return -(-L // chunk), chunk
+
+
 def plan(S, L, N):
     """(chunks, chunk length) of the team kernels for S sequences of L steps."""
     teams_wanted = _attr("MultiProcessorCount") * TEAMS_PER_SM * 32 // K.team_size(N)
@@ -246,15 +268,18 @@ def _chain(value, kind, summaries, x0, x0_stride, flags):
     agg_index, agg_d, agg_b = summaries
     S, C, N = agg_index.shape
     chain = cupy.empty((S, C, N), agg_d.dtype)
+    chunk = None
+    if CHAIN_MIN_STEPS and C >= CHAIN_MIN_STEPS and S < _attr("MultiProcessorCount"):
+        chunk = max(2, round(CHAIN_CHUNK_SCALE * math.sqrt(C)))
     run_scan(value, kind, Indexing(agg_index, C * N, 4, True), agg_d, C * N, agg_b, C * N,
-             x0, x0_stride, chain, S, C, N, flags)
+             x0, x0_stride, chain, S, C, N, flags, chunk)
     return chain
 
 
 def pipe_plan(S, L):
     """(chunks, chunk length) of the pipelined scan for S sequences of L steps."""
     sms = _attr("MultiProcessorCount")
-    return _cut_time(S, L, int(PIPE_BLOCKS_PER_SM * sms), PIPE_MIN_CHUNK, sms)
+    return _cut_time(S, L, int(PIPE_BLOCKS_PER_SM * sms), PIPE_MIN_CHUNK, max(1, math.ceil(PIPE_CUT_BELOW * sms)))
 
 
 def _pipe_rows(ix, itemsize, kind, N):
@@ -297,13 +322,14 @@ def pipe_tile(ix, itemsize, kind, N, longest, units):
     return max(1, min(64, PIPE_TILE_BYTES // step, room // step, longest))
 
 
-def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags):
-    """The forward through pd_scan_pipe (chunked over time for few sequences); False
-    where it does not apply (N over 128, or shared memory too small)."""
+def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags, chunk=None):
+    """The forward through pd_scan_pipe (chunked over time for few sequences, or in
+    chunks of ``chunk`` steps); False where it does not apply (N over 128, or shared
+    memory too small)."""
     if use_pipe is False or N > K.PIPE_MAX_N:
         return False
     cw, e = K.pipe_shape(N, pipe_consumer_warps)
-    chunks, chunk = pipe_plan(S, L)
+    chunks, chunk = _given_chunks(L, chunk) or pipe_plan(S, L)
     tile = pipe_tile(ix, d.itemsize, kind, N, chunk, S * chunks)
     limit = _attr("MaxSharedMemoryPerBlockOptin")
     if max(pipe_smem(ix, d.itemsize, kind, track, N, tile) for track in (False, chunks > 1)) > limit:
@@ -330,14 +356,15 @@ def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
     return True
 
 
-def run_scan(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags):
-    """x = scan of (ix, d, b) from x0 into ``out`` (S, L, N) C-contiguous."""
+def run_scan(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags, chunk=None):
+    """x = scan of (ix, d, b) from x0 into ``out`` (S, L, N) C-contiguous; ``chunk``: cut
+    time into chunks of that many steps (None: as the shape says)."""
     if not flags & K.F_PRE_ADD:
-        if run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags):
+        if run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags, chunk):
             return
     e, threads = K.lanes_per_thread(N), K.team_size(N)
     itemsize = d.itemsize
-    chunks, chunk = plan(S, L, N)
+    chunks, chunk = _given_chunks(L, chunk) or plan(S, L, N)
     common = (_i32(L), _i32(N), _i32(chunk))
     if chunks > 1:
         summaries = _summaries(S, chunks, N, d.dtype)
