@@ -6,7 +6,8 @@ shapes, against the copy floor, in one table.
 
 Rows: the pipelined forward at several tile budgets (PDSCAN_CUDA_PIPE_TILE_BYTES),
 blocks per multiprocessor (PDSCAN_CUDA_PIPE_BLOCKS_PER_SM: fewer sequences than
-multiprocessors are cut into chunks of time, at least PIPE_MIN_CHUNK steps), consumer
+PIPE_CUT_BELOW of the multiprocessors are cut into chunks of time, at least PIPE_MIN_CHUNK
+steps), consumer
 and producer warps (the producers a compile-time define, PD_PIPE_PRODUCERS), the slots of
 the ring (PD_PIPE_STAGES, a define too), and the team kernels' schedule (one team per
 sequence, or three launches over chunks), in scatter and gather mode.  With --rounds R

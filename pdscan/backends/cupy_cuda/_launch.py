@@ -2,8 +2,8 @@
 
 The forward for N <= 128 (``run_pipe``): the pipelined scan of pdscan_pipe.cu, a
 block per sequence whose producer warps stage the inputs and decode the index
-while its consumer warps run the recurrence; fewer sequences than multiprocessors
-are cut into chunks of time as below.  Everything else (N over 128, the VJP) runs
+while its consumer warps run the recurrence; fewer sequences than about half the
+multiprocessors are cut into chunks of time as below.  Everything else (N over 128, the VJP) runs
 the team kernels of pdscan_kernels.cu on one of two schedules (``plan``):
 
 * **sequences**: one team (thread block) per sequence walks all of time: one pass
