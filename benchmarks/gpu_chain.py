@@ -36,12 +36,14 @@ FORWARD_BYTES, VJP_BYTES = 28, 44
 SETTINGS = {"not cut": dict(CHAIN_MIN_STEPS=0)}
 SETTINGS.update({f"{scale:g}": dict(CHAIN_CHUNK_SCALE=scale) for scale in (0.25, 0.35, 0.5, 0.7, 1.0, 1.4)})
 KNOBS = {k: getattr(_launch, k) for k in ("CHAIN_MIN_STEPS", "CHAIN_CHUNK_SCALE", "TEAMS_PER_SM", "MIN_CHUNK",
-                                          "PIPE_BLOCKS_PER_SM", "PIPE_MIN_CHUNK", "PIPE_CUT_BELOW")}
+                                          "PIPE_BLOCKS_PER_SM", "PIPE_MIN_CHUNK", "PIPE_CUT_BELOW",
+                                          "deterministic")}
 
 
 def use(settings):
     for k, v in {**KNOBS, **settings}.items():
-        setattr(_launch, k, type(KNOBS[k])(v))
+        kind = type(KNOBS[k])
+        setattr(_launch, k, str(v) in ("1", "True", "true") if kind is bool else kind(v))
 
 
 def runs(inp, mode):

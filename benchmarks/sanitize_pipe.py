@@ -8,7 +8,9 @@ steps; forward and reverse, each checked against the NumPy reference.
         python benchmarks/sanitize_pipe.py
     compute-sanitizer --tool memcheck python benchmarks/sanitize_pipe.py --modes scatter,gather
 
---chunk 0: one unit per sequence (no chunking); --plain-copies: plain shared-memory
+--chunk 0: one unit per sequence (no chunking); --chunk -1: the launcher's own plan (with
+--length 7683, 30 chunks a sequence, whose summaries' scan is cut into chunks again);
+--plain-copies: plain shared-memory
 stores instead of cp.async (what racecheck can order); PDSCAN_CUDA_DEFINES=
 PD_PIPE_EMPTY_SYNC: the consumer waits at EMPTY instead of arriving.
 docs/benchmarks.md has the results.
@@ -23,7 +25,7 @@ import numpy as np
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--chunk", type=int, default=33, help="chunk length (0: no chunking)")
+    ap.add_argument("--chunk", type=int, default=33, help="chunk length (0: no chunking, -1: by shape)")
     ap.add_argument("--tile", type=int, default=5)
     ap.add_argument("--length", type=int, default=5003)
     ap.add_argument("--modes", default="scatter")
@@ -38,7 +40,7 @@ def main(argv=None):
     from pdscan.backends.cupy_cuda import _launch
 
     _launch.use_pipe = True
-    _launch.force_chunk_len = args.chunk
+    _launch.force_chunk_len = None if args.chunk < 0 else args.chunk
     _launch.force_tile_len = args.tile
     if args.plain_copies:
         _launch._grain = lambda *a: 0  # every copy as plain byte stores
