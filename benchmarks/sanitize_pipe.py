@@ -10,9 +10,10 @@ steps; forward and reverse, each checked against the NumPy reference.
 
 --chunk 0: one unit per sequence (no chunking); --chunk -1: the launcher's own plan (with
 --length 7683, 30 chunks a sequence, whose summaries' scan is cut into chunks again);
---plain-copies: plain shared-memory
-stores instead of cp.async (what racecheck can order); PDSCAN_CUDA_DEFINES=
-PD_PIPE_EMPTY_SYNC: the consumer waits at EMPTY instead of arriving.
+--plain-copies: plain shared-memory stores instead of cp.async (what racecheck can
+order); --directions forward or reverse: one direction only; --lanes N (64 by default;
+up to 32 runs one consumer warp); --dictionary K: the maps form with K maps;
+PDSCAN_CUDA_DEFINES=PD_PIPE_EMPTY_SYNC: the consumer waits at EMPTY instead of arriving.
 docs/benchmarks.md has the results.
 """
 
@@ -30,6 +31,9 @@ def main(argv=None):
     ap.add_argument("--length", type=int, default=5003)
     ap.add_argument("--modes", default="scatter")
     ap.add_argument("--plain-copies", action="store_true")
+    ap.add_argument("--directions", default="forward,reverse")
+    ap.add_argument("--lanes", type=int, default=64, help="N")
+    ap.add_argument("--dictionary", type=int, default=0, help="K > 0: the maps form with K maps")
     args = ap.parse_args(argv)
 
     import cupy
@@ -45,17 +49,18 @@ def main(argv=None):
     if args.plain_copies:
         _launch._grain = lambda *a: 0  # every copy as plain byte stores
     rng = np.random.default_rng(0)
-    S, L, N = 3, args.length, 64
-    index = rng.integers(0, N, (S, L, N)).astype(np.int32)
+    S, L, N, K = 3, args.length, args.lanes, args.dictionary
+    maps = rng.integers(0, N, (S, K, N)).astype(np.int32) if K else None
+    index = rng.integers(0, K, (S, L)).astype(np.int32) if K else rng.integers(0, N, (S, L, N)).astype(np.int32)
     d = (0.99 * np.exp(2j * np.pi * rng.random((S, L, N)))).astype(np.complex64)
     b = (rng.standard_normal((S, L, N)) + 1j * rng.standard_normal((S, L, N))).astype(np.complex64)
     x0 = rng.standard_normal((S, N)).astype(np.complex64)
     for mode in args.modes.split(","):
-        for reverse in (False, True):
+        for reverse in [direction == "reverse" for direction in args.directions.split(",")]:
             p = prepare(cupy.asarray(index), cupy.asarray(d), cupy.asarray(b), cupy.asarray(x0),
-                        mode=mode, reverse=reverse)
+                        maps=None if maps is None else cupy.asarray(maps), mode=mode, reverse=reverse)
             got = cupy.asnumpy(pdscan.backends.get("cuda").forward(p))
-            want = numpy_ref.BACKEND.forward(prepare(index, d, b, x0, mode=mode, reverse=reverse))
+            want = numpy_ref.BACKEND.forward(prepare(index, d, b, x0, maps=maps, mode=mode, reverse=reverse))
             err = float(np.abs(got - want).max() / np.abs(want).max())
             print(f"{mode:8s} reverse={reverse!s:5s} max relative error {err:.2e}")
             assert err < 1e-4, "the pipelined scan disagrees with the reference"

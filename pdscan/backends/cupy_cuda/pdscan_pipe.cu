@@ -472,10 +472,16 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
       if (!TRACK) out_row += out_step;
     }
     if (j + PIPE_STAGES < tiles) {
+      // The consumer warps meet before they release the slot: the tile's last step
+      // may read the slot after its exchange barrier (TRACK's sigma, the walk's bit
+      // sets), and racecheck takes those reads as ordered before the producer's next
+      // writes into the slot only with this barrier between (the EMPTY barrier orders
+      // them already in PTX).  One barrier a tile.
+      consumer_sync<CW>();
 #ifdef PD_PIPE_EMPTY_SYNC
       // For compute-sanitizer's racecheck, which does not take an arrive as
       // ordering this warp's reads of the slot before the producer's next copies
-      // into it (PTX does: a bar.arrive's prior accesses are performed when the
+      // into it (PTX does: an arrive's prior accesses are performed when the
       // barrier completes).  Waiting here as well makes that order visible to it.
       named_sync<CW>(empty_barrier(sl));
 #else
