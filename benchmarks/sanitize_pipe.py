@@ -12,8 +12,7 @@ steps; forward and reverse, each checked against the NumPy reference.
 --length 7683, 30 chunks a sequence, whose summaries' scan is cut into chunks again);
 --plain-copies: plain shared-memory stores instead of cp.async (what racecheck can
 order); --directions forward or reverse: one direction only; --lanes N (64 by default;
-up to 32 runs one consumer warp); --dictionary K: the maps form with K maps;
-PDSCAN_CUDA_DEFINES=PD_PIPE_EMPTY_SYNC: the consumer waits at EMPTY instead of arriving.
+up to 32 runs one consumer warp); --dictionary K: the maps form with K maps.
 docs/benchmarks.md has the results.
 """
 

@@ -478,15 +478,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
       // writes into the slot only with this barrier between (the EMPTY barrier orders
       // them already in PTX).  One barrier a tile.
       consumer_sync<CW>();
-#ifdef PD_PIPE_EMPTY_SYNC
-      // For compute-sanitizer's racecheck, which does not take an arrive as
-      // ordering this warp's reads of the slot before the producer's next copies
-      // into it (PTX does: an arrive's prior accesses are performed when the
-      // barrier completes).  Waiting here as well makes that order visible to it.
-      named_sync<CW>(empty_barrier(sl));
-#else
       named_arrive<CW>(empty_barrier(sl));
-#endif
     }
   }
   if (TRACK) {
