@@ -34,6 +34,9 @@ def main(argv=None):
     ap.add_argument("--lanes", type=int, default=64, help="N")
     ap.add_argument("--dictionary", type=int, default=0, help="K > 0: the maps form with K maps")
     args = ap.parse_args(argv)
+    directions = args.directions.split(",")
+    if not set(directions) <= {"forward", "reverse"}:
+        ap.error(f"--directions: expected forward, reverse or both, got {args.directions!r}")
 
     import cupy
 
@@ -55,7 +58,7 @@ def main(argv=None):
     b = (rng.standard_normal((S, L, N)) + 1j * rng.standard_normal((S, L, N))).astype(np.complex64)
     x0 = rng.standard_normal((S, N)).astype(np.complex64)
     for mode in args.modes.split(","):
-        for reverse in [direction == "reverse" for direction in args.directions.split(",")]:
+        for reverse in [direction == "reverse" for direction in directions]:
             p = prepare(cupy.asarray(index), cupy.asarray(d), cupy.asarray(b), cupy.asarray(x0),
                         maps=None if maps is None else cupy.asarray(maps), mode=mode, reverse=reverse)
             got = cupy.asnumpy(pdscan.backends.get("cuda").forward(p))
