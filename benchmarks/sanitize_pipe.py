@@ -12,7 +12,9 @@ steps; forward and reverse, each checked against the NumPy reference.
 --length 7683, 30 chunks a sequence, whose summaries' scan is cut into chunks again);
 --plain-copies: plain shared-memory stores instead of cp.async (what racecheck can
 order); --directions forward or reverse: one direction only; --lanes N (64 by default;
-up to 32 runs one consumer warp); --dictionary K: the maps form with K maps.
+up to 32 runs one consumer warp); --dictionary K: the maps form with K maps; --vjp: the
+VJP too (its carry through the same scan, in scatter mode writing grad_d; then the
+element-wise kernels), against the reference.
 docs/benchmarks.md has the results.
 """
 
@@ -33,6 +35,7 @@ def main(argv=None):
     ap.add_argument("--directions", default="forward,reverse")
     ap.add_argument("--lanes", type=int, default=64, help="N")
     ap.add_argument("--dictionary", type=int, default=0, help="K > 0: the maps form with K maps")
+    ap.add_argument("--vjp", action="store_true", help="the VJP too")
     args = ap.parse_args(argv)
     directions = args.directions.split(",")
     if not set(directions) <= {"forward", "reverse"}:
@@ -66,6 +69,14 @@ def main(argv=None):
             err = float(np.abs(got - want).max() / np.abs(want).max())
             print(f"{mode:8s} reverse={reverse!s:5s} max relative error {err:.2e}")
             assert err < 1e-4, "the pipelined scan disagrees with the reference"
+            if args.vjp:
+                grad_x = (rng.standard_normal(want.shape) + 1j * rng.standard_normal(want.shape)).astype(np.complex64)
+                got = pdscan.backends.get("cuda").vjp(p, cupy.asarray(want), cupy.asarray(grad_x), conjugate=True)
+                wants = numpy_ref.BACKEND.vjp(prepare(index, d, b, x0, maps=maps, mode=mode, reverse=reverse), want,
+                                              grad_x, conjugate=True)
+                err = max(float(np.abs(cupy.asnumpy(g) - w).max() / np.abs(w).max()) for g, w in zip(got, wants))
+                print(f"{mode:8s} reverse={reverse!s:5s} VJP max relative error {err:.2e}")
+                assert err < 1e-3, "the VJP disagrees with the reference"
 
 
 if __name__ == "__main__":

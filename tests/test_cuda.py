@@ -145,7 +145,8 @@ def test_dtypes(dtype, index_dtype):
             assert rel_err(g, w) <= TOLERANCE[dtype] * 10
 
 
-@pytest.mark.parametrize("L, N", [(1, 5), (9, 1), (1, 1), (130, 1024), (40, 700), (17, 33), (300, 64)])
+@pytest.mark.parametrize("L, N", [(1, 5), (2, 40), (9, 1), (1, 1), (130, 1024), (40, 700), (17, 33), (300, 64),
+                                  (257, 128)])
 def test_sizes(schedule, L, N):
     rng = np.random.default_rng()
     host = inputs(rng, (2,), L, N, np.complex64)
@@ -174,17 +175,28 @@ def test_broadcast_batch(schedule, mode):
         assert rel_err(g, w) <= 1e-12
 
 
-def test_last_sequence_ends_at_the_end_of_its_allocation(schedule):
-    """Inputs sliced so that the data ends exactly at the allocation's end (a read
-    past the end would fault under compute-sanitizer and in the tests there)."""
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_last_sequence_ends_at_the_end_of_its_allocation(schedule, mode, reverse):
+    """Inputs of the exact size, so that the data ends at the allocation's end (a read
+    past the end would fault under compute-sanitizer and in the tests there): the
+    forward, and the VJP, whose carry reads the index and d from the second step on."""
     rng = np.random.default_rng()
     host = inputs(rng, (3,), 29, 48, np.complex64)
+    ref_p = prepare(host["index"], host["d"], host["b"], host["x0"], mode=mode, reverse=reverse)
+    want = numpy_ref.BACKEND.forward(ref_p)
+    grad_x = random_values(rng, want.shape, want.dtype)
+    want_grads = numpy_ref.BACKEND.vjp(ref_p, want, grad_x, conjugate=True)
     with cupy.cuda.using_allocator(None):  # plain cudaMalloc: allocations of the exact size
         dev = on_gpu(host)
-        p = prepare(dev["index"], dev["d"], dev["b"], dev["x0"])
-        got = cupy.asnumpy(pdscan.backends.get("cuda").forward(p))
-    want = numpy_ref.BACKEND.forward(prepare(host["index"], host["d"], host["b"], host["x0"]))
+        p = prepare(dev["index"], dev["d"], dev["b"], dev["x0"], mode=mode, reverse=reverse)
+        backend = pdscan.backends.get("cuda")
+        got = cupy.asnumpy(backend.forward(p))
+        grads = backend.vjp(p, cupy.asarray(want), cupy.asarray(grad_x), conjugate=True)
+        grads = [cupy.asnumpy(g) for g in grads]
     assert rel_err(got, want) <= 1e-5
+    for g, w in zip(grads, want_grads):
+        assert rel_err(g, w) <= 1e-4
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -286,7 +298,8 @@ def test_more_than_2_to_the_31_elements():
 @pytest.mark.parametrize("consumer_warps", [None, 1])
 def test_pipelined_scan_with_hundreds_of_chunks(mode, chunk, tile, consumer_warps, monkeypatch):
     """Few sequences cut into hundreds or thousands of chunks (their summaries'
-    scan chunked again, recursively), tiles that divide no chunk, a short last one."""
+    scan chunked again, recursively), tiles that divide no chunk, a short last one;
+    the VJP, whose carry runs through the same scan (conjugated, in the adjoint's kind)."""
     monkeypatch.setattr(_launch, "use_pipe", True)
     monkeypatch.setattr(_launch, "force_chunk_len", chunk)
     monkeypatch.setattr(_launch, "force_tile_len", tile)
@@ -297,6 +310,49 @@ def test_pipelined_scan_with_hundreds_of_chunks(mode, chunk, tile, consumer_warp
     assert rel_err(got, want) <= 1e-4
     got, want = forward_both(host, mode=mode, reverse=True)
     assert rel_err(got, want) <= 1e-4
+    for reverse in (False, True):
+        got, want = vjp_both(host, True, mode=mode, reverse=reverse)
+        for g, w in zip(got, want):
+            assert rel_err(g, w) <= 1e-4
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("pipe_vjp", [None, False])
+def test_vjp_takes_the_pipelined_scan_where_it_applies(mode, pipe_vjp, monkeypatch):
+    """Up to N = 128 the VJP's carry runs through the pipelined scan (one step short of
+    L, in the adjoint's kind; writing grad_d in scatter mode), unless ``pipe_vjp`` is
+    False; beyond, the team kernels."""
+    monkeypatch.setattr(_launch, "pipe_vjp", pipe_vjp)
+    calls = []
+    run_pipe = _launch.run_pipe
+
+    def spy(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags, **kw):
+        calls.append((kind, L, N, kw.get("grad_d") is not None))
+        return run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags, **kw)
+
+    monkeypatch.setattr(_launch, "run_pipe", spy)
+    rng = np.random.default_rng()
+    for N in (128, 129):
+        host = inputs(rng, (4,), 50, N, np.complex64)
+        got, want = vjp_both(host, False, mode=mode)
+        for g, w in zip(got, want):
+            assert rel_err(g, w) <= 1e-4
+    adjoint = "gather" if mode == "scatter" else "scatter"
+    assert calls == ([] if pipe_vjp is False else [(adjoint, 49, 128, mode == "scatter")])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_vjp_with_grad_d_apart(mode, reverse, monkeypatch):
+    """The scatter-mode VJP with grad_d from the element-wise pass instead of the
+    carry's scan (``vjp_fuse_grad_d`` False, the benchmarks' comparison), chunked."""
+    monkeypatch.setattr(_launch, "vjp_fuse_grad_d", False)
+    monkeypatch.setattr(_launch, "force_chunk_len", 9)
+    rng = np.random.default_rng()
+    host = inputs(rng, (3,), 40, 50, np.complex128)
+    got, want = vjp_both(host, True, mode=mode, reverse=reverse)
+    for g, w in zip(got, want):
+        assert rel_err(g, w) <= 1e-12
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -348,19 +404,29 @@ def force_pipe(monkeypatch, tile, consumer_warps=None):
 
 def test_pipelined_scan_takes_unaligned_and_narrow_inputs(monkeypatch):
     """int8 index words with odd N (no 4-byte copies), and d offset by one element
-    in its allocation (8-byte copies only)."""
+    in its allocation (8-byte copies only); the VJP with x and grad_x offset too."""
     force_pipe(monkeypatch, 5)
     rng = np.random.default_rng()
     host = inputs(rng, (2,), 41, 7, np.complex64, np.int8)
     dev = on_gpu(host)
-    d_big = cupy.asarray(random_unit_values(rng, (2 * 41 * 7 + 1,), np.complex64))
-    d_big[1:] = dev["d"].ravel()
-    d_off = d_big[1:].reshape(dev["d"].shape)
+
+    def offset(a):  # a copy of ``a`` one element into its allocation
+        big = cupy.zeros(a.size + 1, a.dtype)
+        big[1:] = a.ravel()
+        return big[1:].reshape(a.shape)
+
+    d_off = offset(dev["d"])
     for mode in MODES:
         p = prepare(dev["index"], d_off, dev["b"], dev["x0"], mode=mode)
         got = cupy.asnumpy(pdscan.backends.get("cuda").forward(p))
-        want = numpy_ref.BACKEND.forward(prepare(host["index"], host["d"], host["b"], host["x0"], mode=mode))
+        ref_p = prepare(host["index"], host["d"], host["b"], host["x0"], mode=mode)
+        want = numpy_ref.BACKEND.forward(ref_p)
         assert rel_err(got, want) <= 1e-5
+        grad_x = random_values(rng, want.shape, want.dtype)
+        grads = pdscan.backends.get("cuda").vjp(p, offset(cupy.asarray(want)), offset(cupy.asarray(grad_x)),
+                                                conjugate=True)
+        for g, w in zip(grads, numpy_ref.BACKEND.vjp(ref_p, want, grad_x, conjugate=True)):
+            assert rel_err(cupy.asnumpy(g), w) <= 1e-5
 
 
 @pytest.mark.parametrize("defines", [{"PD_PIPE_PRODUCERS": "2"}, {"PD_PIPE_PRODUCERS": "1", "PD_PIPE_STAGES": "4"}])

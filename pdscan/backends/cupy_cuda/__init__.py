@@ -1,19 +1,20 @@
-"""CUDA backend: the PD scan and its fused VJP as CUDA kernels compiled through CuPy.
+"""CUDA backend: the PD scan and its VJP as CUDA kernels compiled through CuPy.
 
 Takes CuPy arrays (and, through the adapters, any CUDA memory they wrap as CuPy
 views).  Kernel sources are the ``.cu`` / ``.cuh`` files beside this file
-(``pdscan_pipe.cu``: the pipelined forward for N up to 128; ``pdscan_kernels.cu``:
-the team kernels, which run the rest of the forward and the VJP; ``pdscan_ste.cu``:
-the straight-through dictionary gradients), compiled by NVRTC on first use and cached
+(``pdscan_pipe.cu``: the pipelined scan for N up to 128, which runs the forward and
+the VJP's carry; ``pdscan_vjp.cu``: the VJP's element-wise parts; ``pdscan_kernels.cu``:
+the team kernels, which run both beyond N = 128; ``pdscan_ste.cu``: the
+straight-through dictionary gradients), compiled by NVRTC on first use and cached
 by CuPy.  Launch code and the choice of schedule by shape are in ``_launch.py``.
 
 Determinism: gather mode's forward is bitwise reproducible, and so is the pipelined
-scatter forward of one pass (each row sums its sources in lane order).  Where the
-team kernels sum colliding lanes (the scatter forward beyond N = 128, the scan over
-chunk summaries when a scatter forward is cut in time, the VJP in gather mode, whose
-adjoint is a scatter) they use shared-memory float atomics, whose order can vary;
-``set_deterministic(True)`` (or PDSCAN_CUDA_DETERMINISTIC=1) switches those to a
-fixed summation order, and then every path is bitwise reproducible.
+scatter of one pass (each row sums its sources in lane order), the VJP's carry in
+gather mode included.  Where the team kernels sum colliding lanes (scatter beyond
+N = 128, in the forward or the gather-mode VJP, and the scan over chunk summaries
+when a scatter is cut in time) they use shared-memory float atomics, whose order can
+vary; ``set_deterministic(True)`` (or PDSCAN_CUDA_DETERMINISTIC=1) switches those to
+a fixed summation order, and then every path is bitwise reproducible.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("pdscan_kernels.cu", "pdscan_pipe.cu", "pdscan_ste.cu")
+SOURCES = ("pdscan_kernels.cu", "pdscan_pipe.cu", "pdscan_vjp.cu", "pdscan_ste.cu")
 VALUE_TYPES = {
     "float32": "float",
     "float64": "double",
@@ -64,6 +64,13 @@ def vjp_name(value: str, index_width: int, mode: str, maps: bool, e: int) -> str
             f"{'true' if maps else 'false'}, {e}>")
 
 
+def vjp_elementwise_names(value: str, index_width: int, mode: str, maps: bool) -> tuple[str, str]:
+    """The VJP's element-wise part after the pipelined scan of its carry: grad_d of
+    every step (gather mode), and the first step's grad_d and grad_x0."""
+    args = f"{VALUE_TYPES[value]}, {index_width}, {KINDS[mode]}, {'true' if maps else 'false'}"
+    return f"pd::pd_vjp_grad_d<{args}>", f"pd::pd_vjp_first_step<{args}>"
+
+
 #: -DNAME=VALUE flags for NVRTC (kernel variants for experiments), as NAME: VALUE
 DEFINES = dict((flag.split("=", 1) + ["1"])[:2] for flag in os.environ.get("PDSCAN_CUDA_DEFINES", "").split(",")
                if flag)
@@ -92,10 +99,13 @@ def pipe_threads(cw: int) -> int:
     return 32 * (cw + PIPE_PRODUCERS)
 
 
-def pipe_name(value: str, index_width: int, kind: str, maps: bool, e: int, cw: int, track: bool) -> str:
-    """The pipelined forward (producer and consumer warps per sequence or chunk)."""
+def pipe_name(value: str, index_width: int, kind: str, maps: bool, e: int, cw: int, track: bool,
+              grad_d: bool = False) -> str:
+    """The pipelined scan (producer and consumer warps per sequence or chunk); with
+    ``grad_d``, the carry of a scatter-mode VJP that writes grad_d too (gather kind)."""
     return (f"pd::pd_scan_pipe<{VALUE_TYPES[value]}, {index_width}, {KINDS[kind]}, "
-            f"{'true' if maps else 'false'}, {e}, {cw}, {'true' if track else 'false'}>")
+            f"{'true' if maps else 'false'}, {e}, {cw}, {'true' if track else 'false'}, "
+            f"{'true' if grad_d else 'false'}>")
 
 
 #: (i, j) pairs of the dictionary gradient each thread of pd_dict_grad_q sums
@@ -113,9 +123,10 @@ def dict_grad_names(value: str) -> tuple[str, str]:
 def all_names(*, every_e: bool = False):
     """The instantiations the launcher can ask for.  With ``every_e=False`` (what CI
     compiles): every value type x index width x mode for the scan and the VJP at
-    E = 2; the summary and dictionary variants with int32 words for every value
-    type; every E for complex64 / int32 (the axes are independent of one another);
-    the straight-through contractions for every value type."""
+    E = 2 and for the VJP's element-wise half; the summary and dictionary variants
+    with int32 words for every value type; every E for complex64 / int32 (the axes
+    are independent of one another); the straight-through contractions for every
+    value type."""
     names = set()
     default_pipe_shapes = {pipe_shape(n) for n in (32, 64, 128)}
     for value, width, kind, maps, track in itertools.product(
@@ -132,8 +143,12 @@ def all_names(*, every_e: bool = False):
                     if pe == e and (every_e or (value == "complex64" and width == 4)
                                     or (cw, pe) in default_pipe_shapes):
                         names.add(pipe_name(value, width, kind, maps, e, cw, track))
+                        if kind == "gather" and not track:
+                            names.add(pipe_name(value, width, kind, maps, e, cw, track, grad_d=True))
                 if not track:
                     names.add(vjp_name(value, width, kind, maps, e))
+        if not track:
+            names.update(vjp_elementwise_names(value, width, kind, maps))
     for value in VALUE_TYPES:
         names.update(dict_grad_names(value))
     return sorted(names)
@@ -150,7 +165,9 @@ def source() -> str:
             text = text.replace(f'#include "{header}"', "")
         return text
 
-    return "\n".join(body(name) for name in HEADERS + SOURCES)
+    # a source directory of an older build (``use_sources``) may lack a later file:
+    # its kernels are then missing from the module, and asking for one fails there
+    return "\n".join(body(name) for name in HEADERS + SOURCES if (HERE / name).exists())
 
 
 def _read_defines():

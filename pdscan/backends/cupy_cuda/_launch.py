@@ -3,8 +3,11 @@
 The forward for N <= 128 (``run_pipe``): the pipelined scan of pdscan_pipe.cu, a
 block per sequence whose producer warps stage the inputs and decode the index
 while its consumer warps run the recurrence; fewer sequences than about half the
-multiprocessors are cut into chunks of time as below.  Everything else (N over 128, the VJP) runs
-the team kernels of pdscan_kernels.cu on one of two schedules (``plan``):
+multiprocessors are cut into chunks of time as below.  The VJP for N <= 128
+(``run_vjp_pipe``): the same scan run on the adjoint recurrence for the carry (in
+scatter mode writing grad_d as it goes), and small kernels for the rest
+(pdscan_vjp.cu).  Everything else (N over 128) runs the team kernels of
+pdscan_kernels.cu on one of two schedules (``plan``):
 
 * **sequences**: one team (thread block) per sequence walks all of time: one pass
   over the data, the fastest when there are enough sequences to fill the GPU.
@@ -40,6 +43,12 @@ force_chunk_len: int | None = None
 #: the pipelined forward (pdscan_pipe.cu, N <= 128): None takes it wherever it applies,
 #: False never (tests and benchmarks force the team schedules of ``plan`` with it)
 use_pipe: bool | None = None
+#: the VJP through the pipelined scan (``run_vjp_pipe``): None where the pipelined scan
+#: applies (and ``use_pipe`` allows), False never (the team kernels' fused VJP)
+pipe_vjp: bool | None = None
+#: its scatter mode writes grad_d from the carry's scan (False: an element-wise pass
+#: after it, as gather mode does; for benchmarks)
+vjp_fuse_grad_d: bool = True
 #: its tile length forced by tests (None: from PIPE_TILE_BYTES)
 force_tile_len: int | None = None
 #: its consumer warps forced by tests and benchmarks (None: ``_kernels.pipe_shape``'s
@@ -197,6 +206,11 @@ class Indexing:
         return (self.index, _i64(self.index_stride),
                 self.maps if self.maps is not None else NULL, _i64(self.maps_stride), _i32(self.k))
 
+    def from_second_step(self):
+        """The same indexing with time starting one step later (a view)."""
+        index = self.index[..., 1:] if self.uses_maps else self.index[..., 1:, :]
+        return Indexing(index, self.index_stride, self.width, self.signed, self.maps, self.maps_stride, self.k)
+
 
 def _dictionary(p, nb):
     """(selectors, stride, maps, stride) of the dictionary form as the kernels read
@@ -290,11 +304,11 @@ def _pipe_rows(ix, itemsize, kind, N):
     return nb, _round16(itemsize * nb), table
 
 
-def pipe_smem(ix, itemsize, kind, track, N, tile):
+def pipe_smem(ix, itemsize, kind, track, N, tile, grad_d=False):
     """Shared bytes of a pd_scan_pipe block (the layout of pdscan_pipe.cu's pipe_smem)."""
     r16 = _round16
     nb, pitch, table = _pipe_rows(ix, itemsize, kind, N)
-    slot = r16(4 * tile if ix.uses_maps else ix.width * tile * N) + 2 * pitch * tile
+    slot = r16(4 * tile if ix.uses_maps else ix.width * tile * N) + (3 if grad_d else 2) * pitch * tile
     if not ix.uses_maps:
         slot += table * tile + (r16(tile) if kind == "scatter" else 0)
     smem = K.PIPE_STAGES * slot
@@ -308,34 +322,46 @@ def pipe_smem(ix, itemsize, kind, track, N, tile):
     return smem
 
 
-def pipe_tile(ix, itemsize, kind, N, longest, units):
+def pipe_tile(ix, itemsize, kind, N, longest, units, grad_d=False):
     """The tile length of the pipelined scan: a tile's inputs and step tables in
     PIPE_TILE_BYTES, and small enough for the blocks of ``units`` to be resident
     together (up to 4 a multiprocessor), at most the longest unit."""
     if force_tile_len is not None:
         return max(1, min(force_tile_len, longest))
     _, pitch, table = _pipe_rows(ix, itemsize, kind, N)
-    step = (4 if ix.uses_maps else ix.width * N + table + 1) + 2 * pitch
+    step = (4 if ix.uses_maps else ix.width * N + table + 1) + (3 if grad_d else 2) * pitch
     resident = min(4, max(1, -(-units // _attr("MultiProcessorCount"))))
-    fixed = pipe_smem(ix, itemsize, kind, True, N, 0)
+    fixed = pipe_smem(ix, itemsize, kind, True, N, 0)  # (no tile: the same with grad_d)
     room = (_attr("MaxSharedMemoryPerMultiprocessor") // resident - 1024 - fixed) // K.PIPE_STAGES
     return max(1, min(64, PIPE_TILE_BYTES // step, room // step, longest))
 
 
-def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags, chunk=None):
+def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L, N, flags, chunk=None,
+             out_stride=None, grad_d=None):
     """The forward through pd_scan_pipe (chunked over time for few sequences, or in
-    chunks of ``chunk`` steps); False where it does not apply (N over 128, or shared
-    memory too small)."""
+    chunks of ``chunk`` steps) into ``out``, sequences ``out_stride`` elements apart
+    (None: L N); False where it does not apply (N over 128, or shared memory too
+    small).  ``grad_d``: (x_prev, its stride, grad_d, its stride), for the carry of a
+    scatter-mode VJP (gather kind), whose steps then write grad_d = (the state each
+    gathered) x_prev as well."""
     if use_pipe is False or N > K.PIPE_MAX_N:
         return False
     cw, e = K.pipe_shape(N, pipe_consumer_warps)
     chunks, chunk = _given_chunks(L, chunk) or pipe_plan(S, L)
-    tile = pipe_tile(ix, d.itemsize, kind, N, chunk, S * chunks)
+    fused = grad_d is not None
+    tile = pipe_tile(ix, d.itemsize, kind, N, chunk, S * chunks, fused)
     limit = _attr("MaxSharedMemoryPerBlockOptin")
-    if max(pipe_smem(ix, d.itemsize, kind, track, N, tile) for track in (False, chunks > 1)) > limit:
+    smem = pipe_smem(ix, d.itemsize, kind, False, N, tile, **({"grad_d": True} if fused else {}))
+    if max(smem, pipe_smem(ix, d.itemsize, kind, chunks > 1, N, tile)) > limit:
         return False
     index_row = 4 if ix.uses_maps else ix.width * N
     row = d.itemsize * N
+    if fused:
+        x_prev, x_prev_stride, grad_d_out, grad_d_stride = grad_d
+        grad_d_args = (x_prev, _i64(x_prev_stride), _i32(_grain(x_prev, x_prev_stride, row)),
+                       grad_d_out, _i64(grad_d_stride))
+    else:
+        grad_d_args = (NULL, _i64(0), _i32(0), NULL, _i64(0))
     inputs = (ix.index, _i64(ix.index_stride), _i32(_grain(ix.index, ix.index_stride, index_row)),
               ix.maps if ix.maps is not None else NULL, _i64(ix.maps_stride), _i32(ix.k),
               d, _i64(d_stride), _i32(_grain(d, d_stride, row)), b, _i64(b_stride), _i32(_grain(b, b_stride, row)))
@@ -345,14 +371,14 @@ def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
         summaries = _summaries(S, chunks, N, d.dtype)
         _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, cw, True), S * (chunks - 1), K.pipe_threads(cw),
                 pipe_smem(ix, d.itemsize, kind, True, N, tile),
-                inputs + (NULL, _i64(0), NULL, NULL, _i64(0)) + summaries
+                inputs + (NULL, _i64(0), NULL, NULL, _i64(0)) + summaries + (NULL, _i64(0), _i32(0), NULL, _i64(0))
                 + (_i32(L), _i32(N), _i32(chunk), _i32(chunks - 1), _i32(chunks), _i32(tile), _i32(flags)))
         chain = _chain(value, kind, summaries, x0, x0_stride, flags & K.F_DETERMINISTIC | K.F_SIGNED_INDEX)
-    _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, cw, False), S * chunks, K.pipe_threads(cw),
-            pipe_smem(ix, d.itemsize, kind, False, N, tile),
+    _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, cw, False, fused), S * chunks, K.pipe_threads(cw),
+            smem,
             inputs + (x0 if x0 is not None else NULL, _i64(x0_stride), chain if chain is not None else NULL,
-                      out, _i64(L * N), NULL, NULL, NULL,
-                      _i32(L), _i32(N), _i32(chunk), _i32(chunks), _i32(chunks), _i32(tile), _i32(flags)))
+                      out, _i64(L * N if out_stride is None else out_stride), NULL, NULL, NULL) + grad_d_args
+            + (_i32(L), _i32(N), _i32(chunk), _i32(chunks), _i32(chunks), _i32(tile), _i32(flags)))
     return True
 
 
@@ -383,9 +409,71 @@ def run_scan(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
             + common + (_i32(chunks), _i32(chunks), _i32(flags)))
 
 
+#: warps (rows) a block of pd_vjp_grad_d (VJP_ROW_WARPS in pdscan_vjp.cu), and its blocks
+#: per multiprocessor at most (it strides over the rows beyond)
+VJP_ROW_WARPS, VJP_ROW_BLOCKS_PER_SM = 8, 64
+
+
+def run_vjp_pipe(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x0_stride,
+                 grad_d, grad_b, grad_x0, S, L, N, reverse, conj):
+    """The VJP through the pipelined scan.  grad_b is the carry g: g_t = grad_x[t] +
+    A_next^T g_next from the recurrence's last step (where g = grad_x) back to its
+    first, a scan of the transposed transforms against time, one step shorter than
+    the sequence, from grad_x at the last step.  In scatter mode the scan (gather kind)
+    also writes grad_d of the steps it covers, reading x_prev beside grad_x: one pass,
+    44 bytes per complex64 element.  In gather mode (scatter kind, which does not
+    gather) grad_d is an element-wise pass after the scan (pdscan_vjp.cu): 56 bytes.
+    The first step's grad_d (scatter mode) and grad_x0 come from a small kernel.  False
+    where the pipelined scan does not apply (nothing launched)."""
+    if use_pipe is False or pipe_vjp is False or N > K.PIPE_MAX_N:
+        return False
+    last = 0 if reverse else L - 1  # the recurrence's last step: the carry starts there
+    fused = mode == "scatter" and vjp_fuse_grad_d
+    if L > 1:
+        # steps of the carry in memory order: the transform each applies, grad_x and
+        # the carry written at its output row, and (fused) x_prev and grad_d at the
+        # transform's row
+        if reverse:  # g_t = grad_x[t] + A_{t-1}^T g_{t-1} for t = 1 .. L-1
+            steps, step_d, b, out = ix, d, gx[..., 1:, :], grad_b[..., 1:, :]
+            x_prev, grad_d_rows = x[..., 1:, :], grad_d
+        else:  # g_t = grad_x[t] + A_{t+1}^T g_{t+1} for t = L-2 .. 0
+            steps, step_d, b, out = ix.from_second_step(), d[..., 1:, :], gx, grad_b
+            x_prev, grad_d_rows = x, grad_d[..., 1:, :]
+        adjoint = "gather" if mode == "scatter" else "scatter"
+        flags = _flags(reverse=not reverse, conj=conj, signed=ix.signed)
+        if not run_pipe(value, adjoint, steps, step_d, d_stride, b, gx_stride, gx[..., last, :], gx_stride,
+                        out, S, L - 1, N, flags, out_stride=L * N,
+                        grad_d=(x_prev, x_stride, grad_d_rows, L * N) if fused else None):
+            return False
+    grad_b[..., last, :] = gx[..., last, :]
+    name_d, name_first = K.vjp_elementwise_names(value, ix.width, mode, ix.uses_maps)
+    flags = _flags(reverse=reverse, conj=conj, signed=ix.signed)
+    if not fused:
+        rows = S * L
+        blocks = min(-(-rows // VJP_ROW_WARPS), VJP_ROW_BLOCKS_PER_SM * _attr("MultiProcessorCount"))
+        K.kernel(name_d)((blocks,), (32 * VJP_ROW_WARPS,),
+                         ix.args() + (grad_b, _i64(L * N), x, _i64(x_stride), x0 if x0 is not None else NULL,
+                                      _i64(x0_stride), grad_d, _i64(L * N), _i64(rows), _i32(L), _i32(N),
+                                      _i32(flags)))
+    if fused or grad_x0 is not None:
+        K.kernel(name_first)((S,), (128,),
+                             ix.args() + (d, _i64(d_stride), grad_b, _i64(L * N),
+                                          x0 if x0 is not None else NULL, _i64(x0_stride),
+                                          grad_d if fused else NULL, _i64(L * N),
+                                          grad_x0 if grad_x0 is not None else NULL, _i64(N),
+                                          _i32(L), _i32(N), _i32(flags)),
+                             shared_mem=N * (d.itemsize + 4))
+    return True
+
+
 def run_vjp(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x0_stride,
             grad_d, grad_b, grad_x0, S, L, N, reverse, conj):
-    """The fused VJP into grad_d, grad_b (S, L, N) and grad_x0 (S, N) or None."""
+    """The VJP into grad_d, grad_b (S, L, N) and grad_x0 (S, N) or None: through the
+    pipelined scan where it applies (``run_vjp_pipe``), else the team kernels' fused
+    VJP."""
+    if run_vjp_pipe(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x0_stride,
+                    grad_d, grad_b, grad_x0, S, L, N, reverse, conj):
+        return
     e, threads = K.lanes_per_thread(N), K.team_size(N)
     itemsize = d.itemsize
     chunks, chunk = plan(S, L, N)

@@ -29,8 +29,13 @@
 // consumers and a slot's producer meet at named barriers: FULL(slot) once the
 // slot's tile and tables are in place, EMPTY(slot) once the consumers are done
 // with it (barrier 0 stays __syncthreads').  TRACK: write the unit's summary
-// (transform, state from zero) instead of x, as pd_scan<..., TRACK> does.  The
-// forward only: no F_PRE_ADD, no F_CONJ.
+// (transform, state from zero) instead of x, as pd_scan<..., TRACK> does.
+//
+// The VJP's carry runs through this scan too (_launch.run_vjp_pipe).  F_CONJ: the
+// producers conjugate each tile's d (and x_prev) in shared memory, off the consumers'
+// path.  GRAD_D (gather kind, the carry of a scatter-mode VJP): the producers also
+// stage x_prev, a row per step like b, and each step writes grad_d = (the state it
+// gathered) x_prev beside x, so that the VJP is one pass.  No F_PRE_ADD.
 #include "pdscan_common.cuh"
 #include "pdscan_pipe_producer.cuh"
 
@@ -73,15 +78,16 @@ __device__ __forceinline__ void consumer_sync() {
 
 // Shared memory of a block, mirrored by the launcher's pipe_smem().  Rows of lanes
 // are NB = N rounded up to E entries, their pitch a multiple of 16 bytes.
-//   slot (PIPE_STAGES): [index words | d rows | b rows | gather: offsets rows
+//   slot (PIPE_STAGES): [index words | d rows | b rows | GRAD_D: x_prev rows | gather: offsets rows
 //                        | scatter: rows of where each lane stores (u16), bit-set rows (W words),
 //                                   invalid lanes (W words) | terms]
 //   [maps K N] [their tables, K + 1 entries (entry K: a selector out of range)]
 //   [exchange, 2 halves: gather: NB + 2 entries (NB stays 0, NB + 1 NaN);
 //                        scatter: RCAP planes of NB rows, NB lane entries (zero between steps)]
 //   [tracking (gather summaries): 2 x (NB + 2) values, 2 x (NB + 2) lanes]
-template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK>
+template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK, bool GRAD_D>
 struct pipe_smem {
+  static constexpr int VALUE_ROWS = GRAD_D ? 3 : 2;  // d, b (and x_prev) rows of a step
   static constexpr int W = E * CW;  // 32-lane words of a row's bit set
   typedef typename index_word<IW>::type word;
   int NB, tile_len, K, exchange_entries;
@@ -103,7 +109,7 @@ struct pipe_smem {
         (int)(KIND == GATHER ? round16(4LL * NB) : round16(scatter_masks_at(NB) + 4LL * W * NB + 4LL * W));
     index_bytes = (int)round16(MAPS ? 4LL * tile_len : (long long)IW * tile_len * N);
     values_bytes = values_pitch * tile_len;
-    slot_bytes = index_bytes + 2 * values_bytes;
+    slot_bytes = index_bytes + VALUE_ROWS * values_bytes;
     if (!MAPS) slot_bytes += step_table_bytes * tile_len + (KIND == SCATTER ? (int)round16(tile_len) : 0);
     slots = p;
     p += PIPE_STAGES * slot_bytes;
@@ -122,9 +128,10 @@ struct pipe_smem {
   __device__ word* index(int s) const { return (word*)slot(s); }
   __device__ T* d(int s) const { return (T*)(slot(s) + index_bytes); }
   __device__ T* b(int s) const { return (T*)(slot(s) + index_bytes + values_bytes); }
+  __device__ T* x_prev(int s) const { return (T*)(slot(s) + index_bytes + 2 * values_bytes); }
   // the table of step r of slot s and the steps' terms; those of dictionary entry k
   __device__ unsigned char* table(int s, int r) const {
-    return slot(s) + index_bytes + 2 * values_bytes + r * step_table_bytes;
+    return slot(s) + index_bytes + VALUE_ROWS * values_bytes + r * step_table_bytes;
   }
   __device__ unsigned char* terms(int s) const { return table(s, tile_len); }
   __device__ unsigned char* map_table(int k) const { return map_tables + k * step_table_bytes; }
@@ -192,7 +199,7 @@ __device__ __noinline__ pack<T, E> walk_sources(int masks_at, int by_lane_at, in
   return acc;
 }
 
-template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK>
+template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK, bool GRAD_D>
 __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     const void* __restrict__ index_raw, long long index_stride, int index_grain,
     const int* __restrict__ maps, long long maps_stride, int K,
@@ -202,10 +209,13 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     const T* __restrict__ chain,
     T* __restrict__ out, long long out_stride,
     int* __restrict__ agg_index, T* __restrict__ agg_d, T* __restrict__ agg_b,
+    const T* __restrict__ x_prev, long long x_prev_stride, int x_prev_grain,
+    T* __restrict__ grad_d, long long grad_d_stride,
     int L, int N, int chunk_len, int units_per_seq, int chunks, int tile_len, int flags) {
+  static_assert(!GRAD_D || (KIND == GATHER && !TRACK), "GRAD_D: a gather-kind scan that writes x");
   typedef typename index_word<IW>::type word;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  typedef pipe_smem<T, IW, KIND, MAPS, E, CW, TRACK> smem_layout;
+  typedef pipe_smem<T, IW, KIND, MAPS, E, CW, TRACK, GRAD_D> smem_layout;
   smem_layout sm(smem_raw, tile_len, N, K);
   constexpr int W = smem_layout::W;
   const int NB = sm.NB;
@@ -215,7 +225,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
   const int p0 = c * chunk_len;
   const int count = min(L, p0 + chunk_len) - p0;
   const int tiles = (count + tile_len - 1) / tile_len;
-  const bool rev = flags & F_REVERSE, is_signed = flags & F_SIGNED_INDEX;
+  const bool rev = flags & F_REVERSE, is_signed = flags & F_SIGNED_INDEX, conj_d = flags & F_CONJ;
   // tile j: `rows` steps whose first row in memory is time t_lo
   auto tile_at = [&](int j, long long& t_lo) {
     const int rows = min(tile_len, count - j * tile_len);
@@ -258,6 +268,9 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
       const long long row_bytes = (long long)sizeof(T) * N;
       stage_rows(sm.d(sl), sm.values_pitch, d + s * d_stride + t_lo * N, row_bytes, rows, d_grain, lane_id);
       stage_rows(sm.b(sl), sm.values_pitch, b + s * b_stride + t_lo * N, row_bytes, rows, b_grain, lane_id);
+      if (GRAD_D)
+        stage_rows(sm.x_prev(sl), sm.values_pitch, x_prev + s * x_prev_stride + t_lo * N, row_bytes, rows,
+                   x_prev_grain, lane_id);
     }
     asm volatile("cp.async.commit_group;" ::: "memory");  // empty past the end: the counts stay uniform
   };
@@ -277,9 +290,13 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
       asm volatile("cp.async.wait_group %0;" ::"n"(OWN - 2) : "memory");  // tile j is in
       __syncwarp();
       const int sl = j % PIPE_STAGES;
+      long long t_lo;
+      const int rows = tile_at(j, t_lo);
+      if (conj_d) {
+        conj_rows(sm.d(sl), sm.values_pitch, rows, N, lane_id);
+        if (GRAD_D) conj_rows(sm.x_prev(sl), sm.values_pitch, rows, N, lane_id);
+      }
       if (!MAPS) {
-        long long t_lo;
-        const int rows = tile_at(j, t_lo);
         const word* index = sm.index(sl);
         auto decoded = [&](int r, int lane) { return lane_of<IW>(index[r * N + lane], is_signed, N); };
         write_tables<T, KIND, W>(decoded, rows, sm.table(sl, 0), sm.step_table_bytes, sm.terms(sl), N, NB, lane_id);
@@ -323,6 +340,11 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
   const bool vector_out = !TRACK && own + E <= N && (N * sizeof(T)) % alignof(pack<T, E>) == 0 &&
                           ((unsigned long long)out_seq) % alignof(pack<T, E>) == 0;
   const bool store_vector = vector_out && active, store_lanes = !TRACK && !vector_out && active;
+  // grad_d rows likewise
+  T* grad_d_seq = GRAD_D ? grad_d + s * grad_d_stride : nullptr;
+  const bool vector_grad_d = GRAD_D && own + E <= N && (N * sizeof(T)) % alignof(pack<T, E>) == 0 &&
+                             ((unsigned long long)grad_d_seq) % alignof(pack<T, E>) == 0;
+  const bool grad_d_vector = vector_grad_d && active, grad_d_lanes = GRAD_D && !vector_grad_d && active;
   int parity = 0;
 
   // the exchange's two halves as offsets into shared memory: 32-bit address arithmetic
@@ -346,6 +368,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     const word* index = sm.index(sl);
     const T* dt = sm.d(sl);
     const T* bt = sm.b(sl);
+    const T* xt = sm.x_prev(sl);
     const int vp = sm.values_pitch / (int)sizeof(T);
     auto sigma = [&](int r, int pos) {
       if (MAPS) {
@@ -369,11 +392,13 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     int r = rev ? rows - 1 : 0;
     const T* d_row = dt + r * vp + at;
     const T* b_row = bt + r * vp + at;
+    const T* x_prev_row = xt + r * vp + at;
     const int row_step = dr * vp;
     const unsigned char* tab_row = MAPS ? nullptr : sm.table(sl, r);
     const unsigned char* terms_row = KIND == SCATTER && !MAPS ? sm.terms(sl) + r : nullptr;
     const int tab_step = dr * sm.step_table_bytes;
     T* out_row = TRACK ? nullptr : out_seq + (t_lo + r) * N + own;
+    T* grad_d_row = GRAD_D ? grad_d_seq + (t_lo + r) * N + own : nullptr;
     const long long out_step = dr * (long long)N;
     for (int i = 0; i < rows; ++i) {
       int terms = 0;
@@ -410,8 +435,25 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
         } else {
           consumer_sync<CW>();
         }
+        T gathered[E];
 #pragma unroll
-        for (int e = 0; e < E; ++e) x[e] = add(mul(dv.v[e], shared_at(buf_at + from.v[e])), bv.v[e]);
+        for (int e = 0; e < E; ++e) {
+          gathered[e] = shared_at(buf_at + from.v[e]);
+          x[e] = add(mul(dv.v[e], gathered[e]), bv.v[e]);
+        }
+        if (GRAD_D) {
+          // the VJP's grad_d of this step's transform: the carry it gathered times x_prev
+          const pack<T, E> xp = load_pack<T, E>(x_prev_row);
+          T gd[E];
+#pragma unroll
+          for (int e = 0; e < E; ++e) gd[e] = mul(gathered[e], xp.v[e]);
+          if (grad_d_vector) store_pack<T, E>(grad_d_row, gd);
+          if (grad_d_lanes) {
+#pragma unroll
+            for (int e = 0; e < E; ++e)
+              if (own + e < N) grad_d_row[e] = gd[e];
+          }
+        }
       } else {
         // Each lane stores d x where its table says (its row's plane for its rank
         // there), so after the barrier a row's sources lie at fixed places: the
@@ -465,6 +507,10 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
       r += dr;
       d_row += row_step;
       b_row += row_step;
+      if (GRAD_D) {
+        x_prev_row += row_step;
+        grad_d_row += out_step;
+      }
       if (!MAPS) {
         tab_row += tab_step;
         if (KIND == SCATTER) terms_row += dr;

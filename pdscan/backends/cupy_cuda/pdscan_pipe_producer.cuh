@@ -67,6 +67,18 @@ __device__ __forceinline__ void stage_rows(void* dst, long long pitch, const voi
     stage((char*)dst + r * pitch, (const char*)src + r * row_bytes, row_bytes, grain, lane_id);
 }
 
+// conj of `rows` rows of n values `pitch` bytes apart, over the producer warp, once
+// the warp has met after its copies into them; nothing for real values.
+template <typename T>
+__device__ __forceinline__ void conj_rows(T*, int, int, int, int) {}
+template <typename R>
+__device__ __forceinline__ void conj_rows(complex_t<R>* at, int pitch, int rows, int n, int lane_id) {
+  for (int r = 0; r < rows; ++r) {
+    R* row = (R*)((unsigned char*)at + (long long)r * pitch);
+    for (int k = lane_id; k < n; k += 32) row[2 * k + 1] = -row[2 * k + 1];
+  }
+}
+
 // Where scatter mode exchanges a step's values: each half of the exchange holds
 // RCAP planes of NB rows, then one entry per lane.  Lane j of a step stores d x into
 // plane k at its row when it is the row's k-th source in lane order, so that a row's
