@@ -15,8 +15,22 @@ import array_api_compat as aac
 LIBRARIES = ("numpy", "cupy", "torch", "jax", "array_api")
 
 
+#: library_of and namespace by the arrays' types, which decide both: the probes of
+#: array-api-compat cost microseconds each, and every call asks for several arrays
+_LIBRARY_OF_TYPE: dict = {}
+_NAMESPACE_OF_TYPES: dict = {}
+
+
 def library_of(x) -> str:
     """The name of the array library that ``x`` belongs to (see ``LIBRARIES``)."""
+    kind = type(x)
+    library = _LIBRARY_OF_TYPE.get(kind)
+    if library is None:
+        library = _LIBRARY_OF_TYPE[kind] = _probe_library(x)
+    return library
+
+
+def _probe_library(x) -> str:
     if aac.is_numpy_array(x):
         return "numpy"
     if aac.is_cupy_array(x):
@@ -53,7 +67,12 @@ def common_library(named: dict) -> str:
 
 def namespace(*arrays):
     """The array-API namespace of the arrays (compat-wrapped for numpy, cupy, torch)."""
-    return aac.array_namespace(*[a for a in arrays if a is not None])
+    arrays = [a for a in arrays if a is not None]
+    kinds = tuple(type(a) for a in arrays)
+    xp = _NAMESPACE_OF_TYPES.get(kinds)
+    if xp is None:
+        xp = _NAMESPACE_OF_TYPES[kinds] = aac.array_namespace(*arrays)
+    return xp
 
 
 def device(x):

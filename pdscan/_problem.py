@@ -199,15 +199,18 @@ def prepare(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, c
             check_range(xp, index, "index", K)
             check_range(xp, maps, "maps", N)
 
+    def broadcast(a, tail):  # the array itself when it has the shape already (most calls)
+        shape = batch + tail
+        return a if _shape(a) == shape else xp.broadcast_to(a, shape)
+
     def cast(a, tail):
-        a = a if a.dtype == dtype else xp.astype(a, dtype)
-        return xp.broadcast_to(a, batch + tail)
+        return broadcast(a if a.dtype == dtype else xp.astype(a, dtype), tail)
 
     return ScanProblem(
         library=library,
         xp=xp,
-        index=xp.broadcast_to(index, batch + ((L,) if maps is not None else (L, N))),
-        maps=None if maps is None else xp.broadcast_to(maps, batch + (K, N)),
+        index=broadcast(index, (L,) if maps is not None else (L, N)),
+        maps=None if maps is None else broadcast(maps, (K, N)),
         d=cast(d, (L, N)),
         b=cast(b, (L, N)),
         x0=None if x0 is None else cast(x0, (N,)),

@@ -75,9 +75,9 @@ def external_stream(pointer: int, device_id: int):
 
 
 def _value_name(dtype) -> str:
-    for name in VALUE_DTYPES:
-        if str(dtype) == name:
-            return name
+    name = getattr(dtype, "name", None)
+    if name in VALUE_DTYPES:
+        return name
     raise TypeError(f"cuda backend: unsupported value dtype {dtype}")  # prepare() rules it out
 
 

@@ -204,7 +204,7 @@ def kernel(name: str):
     """The compiled kernel ``name`` (a template instantiation) on the current device."""
     import cupy
 
-    return _compiled(name, cupy.cuda.Device().id)
+    return _compiled(name, cupy.cuda.runtime.getDevice())
 
 
 @functools.lru_cache(maxsize=None)

@@ -88,7 +88,7 @@ def device_attribute(name, device_id):
 
 
 def _attr(name):
-    return device_attribute(name, cupy.cuda.Device().id)
+    return device_attribute(name, cupy.cuda.runtime.getDevice())
 
 
 def _i32(v):
@@ -243,10 +243,20 @@ def indexing(p, dtype_bytes, extra_smem_per_lane):
     return Indexing(expanded, p.L * p.N, 4, True)
 
 
+#: id(kernel) -> (kernel, the dynamic shared memory it was allowed): reading the
+#: attribute back is a driver call per launch; the entry holds the kernel, so that its
+#: id is not reused
+_allowed_smem: dict = {}
+
+
 def _launch(name, units, threads, smem, args):
     kern = K.kernel(name)
-    if smem > SMEM_DEFAULT and kern.max_dynamic_shared_size_bytes < smem:
-        kern.max_dynamic_shared_size_bytes = smem
+    if smem > SMEM_DEFAULT:
+        allowed = _allowed_smem.get(id(kern))
+        if allowed is None or allowed[1] < smem:
+            if kern.max_dynamic_shared_size_bytes < smem:
+                kern.max_dynamic_shared_size_bytes = smem
+            _allowed_smem[id(kern)] = (kern, smem)
     kern((units,), (threads,), args, shared_mem=smem)
 
 
@@ -352,7 +362,8 @@ def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
     tile = pipe_tile(ix, d.itemsize, kind, N, chunk, S * chunks, fused)
     limit = _attr("MaxSharedMemoryPerBlockOptin")
     smem = pipe_smem(ix, d.itemsize, kind, False, N, tile, **({"grad_d": True} if fused else {}))
-    if max(smem, pipe_smem(ix, d.itemsize, kind, chunks > 1, N, tile)) > limit:
+    smem_summaries = pipe_smem(ix, d.itemsize, kind, True, N, tile) if chunks > 1 else 0
+    if max(smem, smem_summaries) > limit:
         return False
     index_row = 4 if ix.uses_maps else ix.width * N
     row = d.itemsize * N
@@ -370,7 +381,7 @@ def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
         # the summaries of every chunk but the last, then their scan into each chunk's start
         summaries = _summaries(S, chunks, N, d.dtype)
         _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, cw, True), S * (chunks - 1), K.pipe_threads(cw),
-                pipe_smem(ix, d.itemsize, kind, True, N, tile),
+                smem_summaries,
                 inputs + (NULL, _i64(0), NULL, NULL, _i64(0)) + summaries + (NULL, _i64(0), _i32(0), NULL, _i64(0))
                 + (_i32(L), _i32(N), _i32(chunk), _i32(chunks - 1), _i32(chunks), _i32(tile), _i32(flags)))
         chain = _chain(value, kind, summaries, x0, x0_stride, flags & K.F_DETERMINISTIC | K.F_SIGNED_INDEX)
@@ -414,6 +425,11 @@ def run_scan(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
 VJP_ROW_WARPS, VJP_ROW_BLOCKS_PER_SM = 8, 64
 
 
+def first_step_smem(N, itemsize):
+    """Shared bytes of pd_vjp_first_step: N values and N lanes, each region padded to 16."""
+    return _round16(N * itemsize) + _round16(4 * N)
+
+
 def run_vjp_pipe(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x0_stride,
                  grad_d, grad_b, grad_x0, S, L, N, reverse, conj):
     """The VJP through the pipelined scan.  grad_b is the carry g: g_t = grad_x[t] +
@@ -423,8 +439,9 @@ def run_vjp_pipe(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x
     also writes grad_d of the steps it covers, reading x_prev beside grad_x: one pass,
     44 bytes per complex64 element.  In gather mode (scatter kind, which does not
     gather) grad_d is an element-wise pass after the scan (pdscan_vjp.cu): 56 bytes.
-    The first step's grad_d (scatter mode) and grad_x0 come from a small kernel.  False
-    where the pipelined scan does not apply (nothing launched)."""
+    grad_b's last step (grad_x), the first step's grad_d (scatter mode) and grad_x0 come
+    from a small kernel.  False where the pipelined scan does not apply (nothing
+    launched)."""
     if use_pipe is False or pipe_vjp is False or N > K.PIPE_MAX_N:
         return False
     last = 0 if reverse else L - 1  # the recurrence's last step: the carry starts there
@@ -445,9 +462,17 @@ def run_vjp_pipe(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x
                         out, S, L - 1, N, flags, out_stride=L * N,
                         grad_d=(x_prev, x_stride, grad_d_rows, L * N) if fused else None):
             return False
-    grad_b[..., last, :] = gx[..., last, :]
     name_d, name_first = K.vjp_elementwise_names(value, ix.width, mode, ix.uses_maps)
     flags = _flags(reverse=reverse, conj=conj, signed=ix.signed)
+    # grad_b at the last step, and the first step's grad_d (fused) and grad_x0; before
+    # the element-wise pass, which reads every step's g
+    K.kernel(name_first)((S,), (128,),
+                         ix.args() + (d, _i64(d_stride), gx, _i64(gx_stride), grad_b, _i64(L * N),
+                                      x0 if x0 is not None else NULL, _i64(x0_stride),
+                                      grad_d if fused else NULL, _i64(L * N),
+                                      grad_x0 if grad_x0 is not None else NULL, _i64(N),
+                                      _i32(L), _i32(N), _i32(flags)),
+                         shared_mem=first_step_smem(N, d.itemsize))
     if not fused:
         rows = S * L
         blocks = min(-(-rows // VJP_ROW_WARPS), VJP_ROW_BLOCKS_PER_SM * _attr("MultiProcessorCount"))
@@ -455,14 +480,6 @@ def run_vjp_pipe(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x
                          ix.args() + (grad_b, _i64(L * N), x, _i64(x_stride), x0 if x0 is not None else NULL,
                                       _i64(x0_stride), grad_d, _i64(L * N), _i64(rows), _i32(L), _i32(N),
                                       _i32(flags)))
-    if fused or grad_x0 is not None:
-        K.kernel(name_first)((S,), (128,),
-                             ix.args() + (d, _i64(d_stride), grad_b, _i64(L * N),
-                                          x0 if x0 is not None else NULL, _i64(x0_stride),
-                                          grad_d if fused else NULL, _i64(L * N),
-                                          grad_x0 if grad_x0 is not None else NULL, _i64(N),
-                                          _i32(L), _i32(N), _i32(flags)),
-                             shared_mem=N * (d.itemsize + 4))
     return True
 
 

@@ -22,6 +22,9 @@ enum : int {
   F_SIGNED_INDEX = 16,  // index words are signed (else unsigned)
 };
 
+// shared-memory regions start at multiples of 16 bytes
+__device__ __forceinline__ long long round16(long long bytes) { return (bytes + 15) & ~15LL; }
+
 // ------------------------------------------------------------------ arithmetic
 __device__ __forceinline__ float nan_of(float) { return __int_as_float(0x7fffffff); }
 __device__ __forceinline__ double nan_of(double) { return __longlong_as_double(0x7fffffffffffffffLL); }

@@ -11,8 +11,6 @@ constexpr unsigned char WALK_MASKS = 0xff;  // a step's `terms`: use the bit set
 
 constexpr int RCAP = 8;  // scatter: up to RCAP sources of a row exchanged in planes, in lane order
 
-__device__ __forceinline__ long long round16(long long bytes) { return (bytes + 15) & ~15LL; }
-
 __device__ __forceinline__ unsigned shared_address(const void* p) {
   return (unsigned)__cvta_generic_to_shared(p);
 }

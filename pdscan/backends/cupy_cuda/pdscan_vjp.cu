@@ -102,28 +102,38 @@ __global__ void __launch_bounds__(32 * VJP_ROW_WARPS) pd_vjp_grad_d(
   }
 }
 
-// The recurrence's first step, a block per sequence: grad_d there (where grad_d is
-// not null: the carry's scan, one step shorter, wrote the other steps') and grad_x0 =
-// A^T g there (where grad_x0 is not null).  Gather mode's A^T is a scatter: each row
-// sums its sources in lane order, so it is reproducible; a lane out of range puts NaN
-// on its own row, as scatter_add_sync does.
+// What the carry's scan, one step shorter than the sequence, leaves out, a block per
+// sequence: g at the recurrence's last step (grad_x there, where the scan started
+// from), and at its first step grad_d (where grad_d is not null: the scan wrote the
+// other steps') and grad_x0 = A^T g (where grad_x0 is not null).  Gather mode's A^T is
+// a scatter: each row sums its sources in lane order, so it is reproducible; a lane
+// out of range puts NaN on its own row, as scatter_add_sync does.
 template <typename T, int IW, int MODE, bool MAPS>
 __global__ void pd_vjp_first_step(
     const void* __restrict__ index_raw, long long index_stride,
     const int* __restrict__ maps, long long maps_stride, int K,
     const T* __restrict__ d, long long d_stride,
-    const T* __restrict__ g, long long g_stride,
+    const T* __restrict__ grad_x, long long grad_x_stride,
+    T* __restrict__ g, long long g_stride,
     const T* __restrict__ x0, long long x0_stride,
     T* __restrict__ grad_d, long long grad_d_stride,
     T* __restrict__ grad_x0, long long grad_x0_stride, int L, int N, int flags) {
+  // Each region is padded to 16 bytes (the launcher's first_step_smem): ptxas may merge
+  // the sum loop's last 4-byte loads of `target` into one wider load past the N-th
+  // entry (compute-sanitizer memcheck flagged one at N = 37); the extra bytes are never
+  // used
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* term = (T*)smem_raw;          // N: conj(d) g of each lane (gather mode)
-  int* target = (int*)(term + N);  // N: sigma of each lane
+  T* term = (T*)smem_raw;                                              // N: conj(d) g of each lane (gather)
+  int* target = (int*)(smem_raw + round16((long long)sizeof(T) * N));  // N: sigma of each lane
   const bool rev = flags & F_REVERSE, conj = flags & F_CONJ, is_signed = flags & F_SIGNED_INDEX;
   const long long s = blockIdx.x;
-  const long long t = rev ? L - 1 : 0;
+  const long long t = rev ? L - 1 : 0, last = rev ? 0 : L - 1;
+  for (int lane = threadIdx.x; lane < N; lane += blockDim.x)
+    g[s * g_stride + last * N + lane] = grad_x[s * grad_x_stride + last * N + lane];
+  // g at the first step: the scan's (another row than the one just written), or
+  // grad_x itself when the two steps are one
+  const T* g_row = L == 1 ? grad_x + s * grad_x_stride : g + s * g_stride + t * N;
   const T* d_row = d + s * d_stride + t * N;
-  const T* g_row = g + s * g_stride + t * N;
   const T* x0_row = x0 != nullptr ? x0 + s * x0_stride : nullptr;
   const step_sigma<IW, MAPS> sigma(index_raw, index_stride, maps, maps_stride, K, s, t, N, is_signed);
   for (int lane = threadIdx.x; lane < N; lane += blockDim.x) {
