@@ -6,7 +6,8 @@ views).  Kernel sources are the ``.cu`` / ``.cuh`` files beside this file
 the VJP's carry; ``pdscan_vjp.cu``: the VJP's element-wise parts; ``pdscan_kernels.cu``:
 the team kernels, which run both beyond N = 128; ``pdscan_ste.cu``: the
 straight-through dictionary gradients), compiled by NVRTC on first use and cached
-by CuPy.  Launch code and the choice of schedule by shape are in ``_launch.py``.
+by CuPy.  Launch code and the choice of schedule by shape are in ``_launch.py`` (the
+gradients' in ``_launch_grads.py``).
 
 Determinism: gather mode's forward is bitwise reproducible, and so is the pipelined
 scatter of one pass (each row sums its sources in lane order), the VJP's carry in
@@ -122,7 +123,7 @@ class CudaBackend:
         return _finish(x, caller)
 
     def vjp(self, p, x, grad_x, *, conjugate, out=None):
-        from . import _launch as launch
+        from . import _launch as launch, _launch_grads as grads
 
         nb = len(p.batch_shape)
         value = _value_name(p.dtype)
@@ -140,7 +141,7 @@ class CudaBackend:
         grad_x0, caller_x0 = (None, None)
         if p.x0 is not None:
             grad_x0, caller_x0 = _target(outs[2], p.batch_shape + (p.N,), p.dtype, nb)
-        launch.run_vjp(value, p.mode, ix, d, d_stride, xs, x_stride, gx, gx_stride, x0, x0_stride,
+        grads.run_vjp(value, p.mode, ix, d, d_stride, xs, x_stride, gx, gx_stride, x0, x0_stride,
                        grad_d, grad_b, grad_x0, p.S, p.L, p.N, p.reverse, conj)
         return (_finish(grad_d, caller_d), _finish(grad_b, caller_b),
                 None if grad_x0 is None else _finish(grad_x0, caller_x0))
@@ -149,9 +150,9 @@ class CudaBackend:
         """The straight-through dictionary form's grad_w at the full batch shape and
         grad_Q (G, K, N, N), one per group of sequences in ``members`` (``pdscan.ste``),
         from the rank-one factors: one kernel each."""
-        from . import _launch as launch
+        from . import _launch_grads as grads
 
-        grad_w, grad_q = launch.dictionary_grads(_value_name(u.dtype), p, u, v, members)
+        grad_w, grad_q = grads.dictionary_grads(_value_name(u.dtype), p, u, v, members)
         return grad_w.reshape(p.batch_shape + (p.L, p.K)), grad_q
 
 

@@ -154,7 +154,7 @@ def all_names(*, every_e: bool = False):
     return sorted(names)
 
 
-HEADERS = ("pdscan_common.cuh", "pdscan_pipe_producer.cuh")  # in the order they include one another
+HEADERS = ("pdscan_common.cuh", "pdscan_pipe_producer.cuh", "pdscan_pipe_planes.cuh")  # in include order
 
 
 def source() -> str:

@@ -38,6 +38,7 @@
 // gathered) x_prev beside x, so that the VJP is one pass.  No F_PRE_ADD.
 #include "pdscan_common.cuh"
 #include "pdscan_pipe_producer.cuh"
+#include "pdscan_pipe_planes.cuh"
 
 namespace pd {
 
@@ -137,67 +138,6 @@ struct pipe_smem {
   __device__ unsigned char* map_table(int k) const { return map_tables + k * step_table_bytes; }
   __device__ unsigned char* map_terms() const { return map_table(K + 1); }
 };
-
-
-// acc = the sum of the first P planes of a scatter exchange half at the thread's E
-// rows, `plane_at[k]` bytes into the half (in lane order: plane k holds each row's
-// k-th source), and those entries cleared for the half's next use; all P loads go
-// out before the first add.
-template <int P, typename T, int E>
-__device__ __forceinline__ void sum_planes(T (&acc)[E], unsigned char* half, const int (&plane_at)[RCAP], bool active) {
-  if (!active) return;  // a thread past the last lane: its acc is never stored
-  pack<T, E> term[P];
-#pragma unroll
-  for (int k = 0; k < P; ++k) term[k] = *(const pack<T, E>*)(half + plane_at[k]);
-  const T zero[E] = {};
-#pragma unroll
-  for (int k = 0; k < P; ++k) store_pack<T, E>((T*)(half + plane_at[k]), zero);
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-    acc[e] = term[0].v[e];
-#pragma unroll
-    for (int k = 1; k < P; ++k) acc[e] = add(acc[e], term[k].v[e]);
-  }
-}
-
-// A scatter step that walks the bit sets: element e is the sum, in lane order, of the
-// terms of every source of row at + e (its bit set: W words at byte `masks_at` of
-// shared memory; the lanes' terms at `by_lane_at`), NaN where that row's own lane is
-// out of range.  Loads go out WALK_BATCH at a time, all before their adds, so a
-// crowded row costs a few load latencies rather than one per source: every step of
-// the scan of chunk summaries walks (a chunk's composed map crowds its lanes onto a
-// row or two).  Out of line because, inlined, its registers slowed the common step.
-constexpr int WALK_BATCH = 8;
-template <typename T, int E, int W>
-__device__ __noinline__ pack<T, E> walk_sources(int masks_at, int by_lane_at, int at, int NB) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  const unsigned* masks = (const unsigned*)(smem_raw + masks_at);
-  const unsigned* inv = masks + W * NB;
-  const T* by_lane = (const T*)(smem_raw + by_lane_at);
-  pack<T, E> acc;
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-    const int lane = at + e;
-    T sum = ((inv[lane >> 5] >> (lane & 31)) & 1u) ? nan_of(T()) : T();
-#pragma unroll
-    for (int w = 0; w < W; ++w) {
-      for (unsigned m = masks[lane * W + w]; m != 0u;) {
-        const int n = __popc(m);
-        T term[WALK_BATCH];
-#pragma unroll
-        for (int k = 0; k < WALK_BATCH; ++k) {
-          term[k] = by_lane[m != 0u ? w * 32 + __ffs(m) - 1 : 0];  // lane 0's entry: read, not added
-          m &= m - 1u;
-        }
-#pragma unroll
-        for (int k = 0; k < WALK_BATCH; ++k)
-          if (k < n) sum = add(sum, term[k]);
-      }
-    }
-    acc.v[e] = sum;
-  }
-  return acc;
-}
 
 template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK, bool GRAD_D>
 __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
