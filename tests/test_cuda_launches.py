@@ -1,0 +1,201 @@
+"""The CUDA backend's launch code without a GPU: every launch it makes passes exactly
+the arguments its kernel declares, in kind (a pointer, a 64-bit or a 32-bit integer),
+on every path (forward and VJP, both modes, reverse, x0, the dictionary form, the
+pipelined scan cut in time or not, the team kernels, N on either side of 128).
+
+A CuPy launch takes a tuple of arguments and packs each by its own type: one too many,
+one too few or an int32 where the kernel reads a long long shifts every argument after
+it, and the kernel reads garbage.  The GPU tests catch that only on the paths they run;
+here the launcher runs against a stand-in for CuPy (NumPy arrays with a device pointer,
+a device of 132 multiprocessors, kernels that record their calls) and each call is
+checked against the parameter list parsed from the kernel sources.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from oracles import random_maps, random_unit_values, random_values
+
+from pdscan._problem import prepare
+
+INT32, INT64, POINTER = "int", "long long", "pointer"
+ATTRIBUTES = {"MultiProcessorCount": 132, "MaxSharedMemoryPerBlockOptin": 232448,
+              "MaxSharedMemoryPerMultiprocessor": 233472}
+
+
+class DeviceArray(np.ndarray):
+    """A NumPy array standing in for a CuPy one: ``data.ptr`` is its address."""
+
+    @property
+    def data(self):
+        return types.SimpleNamespace(ptr=self.__array_interface__["data"][0])
+
+
+def _on_device(function):
+    def wrapped(*args, **kwargs):
+        return np.asarray(function(*args, **kwargs)).view(DeviceArray)
+    return wrapped
+
+
+def fake_cupy():
+    cupy = types.ModuleType("cupy")
+    for name in ("empty", "where", "take_along_axis", "broadcast_to", "ascontiguousarray", "zeros", "asarray"):
+        setattr(cupy, name, _on_device(getattr(np, name)))
+    for name in ("int8", "int16", "int32", "int64", "float32", "float64", "complex64", "complex128"):
+        setattr(cupy, name, getattr(np, name))
+    cupy.ndarray = DeviceArray
+    device = types.SimpleNamespace(attributes=ATTRIBUTES, id=0)
+    cupy.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: 0),
+                                      Device=lambda device_id=0: device)
+    return cupy
+
+
+def parameters(source):
+    """{kernel function name: [INT32 | INT64 | POINTER, ...]} of every __global__ kernel."""
+    kernels = {}
+    for start in (m.end() for m in re.finditer(r"__global__", source)):
+        header = source[start:source.index("{", start)]
+        name = next(m for m in re.finditer(r"(\w+)\s*\(", header) if m.group(1) != "__launch_bounds__")
+        depth, at = 0, name.end() - 1
+        for end in range(at, len(header)):
+            depth += {"(": 1, ")": -1}.get(header[end], 0)
+            if depth == 0:
+                break
+        kinds = []
+        for param in header[at + 1:end].split(","):
+            param = " ".join(param.split())
+            if "*" in param:
+                kinds.append(POINTER)
+            elif param.startswith("long long "):
+                kinds.append(INT64)
+            elif param.startswith("int "):
+                kinds.append(INT32)
+            else:
+                raise AssertionError(f"{name.group(1)}: a parameter of unknown kind: {param!r}")
+        kernels[name.group(1)] = kinds
+    return kernels
+
+
+class Recorder:
+    """Kernels that check and record their calls."""
+
+    def __init__(self, declared):
+        self.declared, self.calls, self.kernels = declared, [], {}
+
+    def kernel(self, name):
+        if name not in self.kernels:
+            self.kernels[name] = FakeKernel(name, self)
+        return self.kernels[name]
+
+
+class FakeKernel:
+    def __init__(self, name, recorder):
+        self.name, self.recorder = name, recorder
+        self.max_dynamic_shared_size_bytes = 48 * 1024
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        function = self.name.split("<")[0].split("::")[-1]
+        kinds = self.recorder.declared[function]
+        assert len(args) == len(kinds), f"{self.name}: {len(args)} arguments for {len(kinds)} parameters"
+        for i, (arg, kind) in enumerate(zip(args, kinds)):
+            if kind == POINTER:
+                ok = isinstance(arg, DeviceArray) or (isinstance(arg, np.uint64) and arg == 0)
+            else:
+                ok = isinstance(arg, np.int64 if kind == INT64 else np.int32)
+            assert ok, f"{self.name}: argument {i} is {type(arg).__name__} {arg!r:.40}, the kernel reads a {kind}"
+        assert all(int(g) > 0 for g in grid) and 0 < int(np.prod(block)) <= 1024, (self.name, grid, block)
+        assert shared_mem <= ATTRIBUTES["MaxSharedMemoryPerBlockOptin"], (self.name, shared_mem)
+        assert shared_mem <= max(48 * 1024, self.max_dynamic_shared_size_bytes), (self.name, shared_mem)
+        self.recorder.calls.append(self.name)
+
+
+@pytest.fixture
+def backend(monkeypatch):
+    """Fresh copies of the CUDA backend's modules over the stand-in CuPy (the real
+    CuPy, where there is one, and the modules imported over it are put back after)."""
+    prefix = "pdscan.backends.cupy_cuda"
+    saved = {k: v for k, v in sys.modules.items() if k == "cupy" or k == prefix or k.startswith(prefix + ".")}
+    for k in saved:
+        del sys.modules[k]
+    import pdscan.backends as backends_package
+
+    monkeypatch.delattr(backends_package, "cupy_cuda", raising=False)
+    sys.modules["cupy"] = fake_cupy()
+    try:
+        cupy_cuda = importlib.import_module(prefix)
+        _kernels = importlib.import_module(prefix + "._kernels")
+        _launch = importlib.import_module(prefix + "._launch")
+
+        recorder = Recorder(parameters(_kernels.source()))
+        monkeypatch.setattr(_kernels, "kernel", recorder.kernel)
+        yield types.SimpleNamespace(backend=cupy_cuda.BACKEND, launch=_launch, recorder=recorder)
+    finally:
+        for k in [k for k in sys.modules if k == "cupy" or k == prefix or k.startswith(prefix + ".")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+
+
+def problem(rng, S, L, N, K=None, x0=True, dtype=np.complex64, **kw):
+    host = dict(index=random_maps(rng, (S, L) if K else (S, L, N), K or N, np.int32),
+                d=random_unit_values(rng, (S, L, N), dtype), b=random_values(rng, (S, L, N), dtype),
+                x0=random_values(rng, (S, N), dtype) if x0 else None,
+                maps=random_maps(rng, (S, K, N), N, np.int32) if K else None)
+    dev = {k: None if v is None else v.view(DeviceArray) for k, v in host.items()}
+    return prepare(dev["index"], dev["d"], dev["b"], dev["x0"], maps=dev["maps"], check_index=False, **kw)
+
+
+# (forced chunk length, pipelined scan); the VJP follows the pipelined scan's choice
+SCHEDULES = {"auto": (None, None), "pipe chunks": (7, True), "pipe whole": (0, True), "team chunks": (7, False),
+             "team whole": (0, False)}
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("mode", ["scatter", "gather"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("N, K, x0", [(37, None, True), (64, 3, False), (128, None, False), (200, None, True),
+                                      (64, None, True)])
+def test_every_launch_passes_what_its_kernel_declares(backend, schedule, mode, reverse, N, K, x0, monkeypatch):
+    chunk, pipe = SCHEDULES[schedule]
+    monkeypatch.setattr(backend.launch, "force_chunk_len", chunk)
+    monkeypatch.setattr(backend.launch, "use_pipe", pipe)
+    rng = np.random.default_rng(0)
+    for S, L in [(3, 45), (2, 1)]:
+        p = problem(rng, S, L, N, K, x0, mode=mode, reverse=reverse)
+        x = backend.backend.forward(p)
+        grads = backend.backend.vjp(p, x, random_values(rng, x.shape, x.dtype).view(DeviceArray), conjugate=True)
+        assert (grads[2] is not None) == x0
+    names = backend.recorder.calls
+    piped = pipe is not False and N <= 128
+    assert any("pd_scan_pipe" in n for n in names) == piped
+    assert any("pd_vjp<" in n for n in names) == (not piped)
+    if piped:
+        # scatter mode: the carry's scan writes grad_d (GRAD_D); gather mode: an element-wise pass
+        assert any(n.startswith("pd::pd_scan_pipe") and n.endswith("true>") for n in names) == (mode == "scatter")
+        assert any("pd_vjp_grad_d" in n for n in names) == (mode == "gather")
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.float64])
+def test_the_dictionary_contractions_pass_what_their_kernels_declare(backend, dtype):
+    rng = np.random.default_rng(0)
+    p = problem(rng, 4, 30, 20, K=3, x0=False, dtype=dtype)
+    u, v = (random_values(rng, (4, 30, 20), dtype).view(DeviceArray) for _ in range(2))
+    members = np.arange(4).reshape(2, 2).view(DeviceArray)
+    backend.backend.dictionary_grads(p, u, v, members)
+    assert len(backend.recorder.calls) == 2
+
+
+def test_the_sources_declare_every_kernel_the_launcher_names():
+    """parameters() finds every kernel of every source (the check above relies on it)."""
+    from pdscan.backends.cupy_cuda import _kernels
+
+    declared = parameters(_kernels.source())
+    for name in _kernels.all_names():
+        assert name.split("<")[0].split("::")[-1] in declared, name
+    assert declared["pd_vjp_first_step"].count(POINTER) == 8
