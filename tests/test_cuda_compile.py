@@ -1,8 +1,9 @@
 """CI without a GPU: every kernel instantiation the CUDA backend can launch must
 compile with nvcc for sm_80 and sm_90 (skipped only when nvcc is missing).
 
-One generated translation unit per architecture takes the address of every
-instantiation (which makes nvcc instantiate and compile each).  ptxas runs at
+One generated translation unit per architecture, the kernels' source as NVRTC gets
+it (``_kernels.source()``: the headers inlined, in their order), takes the address of
+every instantiation (which makes nvcc instantiate and compile each).  ptxas runs at
 -O0 to keep the test short on two cores; a kernel that does not
 compile fails the same way at any level.
 """
@@ -23,13 +24,12 @@ pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
 
 def translation_unit(names):
     table = ",\n  ".join(f"(const void*)&{name}" for name in names)
-    includes = "".join(f'#include "{name}"\n' for name in _kernels.SOURCES)
-    return f'{includes}\nconst void* pdscan_every_kernel[] = {{\n  {table}\n}};\n'
+    return f"{_kernels.source()}\nconst void* pdscan_every_kernel[] = {{\n  {table}\n}};\n"
 
 
 def compile_for(arch, source_path, tmp_path):
-    cmd = [NVCC, f"-arch={arch}", "--std=c++17", "-Xptxas", "-O0", "-I", str(_kernels.HERE), "-c",
-           str(source_path), "-o", str(tmp_path / f"{arch}.o")]
+    cmd = [NVCC, f"-arch={arch}", "--std=c++17", "-Xptxas", "-O0", "-c", str(source_path), "-o",
+           str(tmp_path / f"{arch}.o")]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 

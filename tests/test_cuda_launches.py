@@ -1,7 +1,8 @@
 """The CUDA backend's launch code without a GPU: every launch it makes passes exactly
 the arguments its kernel declares, in kind (a pointer, a 64-bit or a 32-bit integer),
 on every path (forward and VJP, both modes, reverse, x0, the dictionary form, the
-pipelined scan cut in time or not, the team kernels, N on either side of 128).
+pipelined scan cut in time or not, the team kernels, N on either side of 128); and the
+shared memory it gives the pipelined scan is the size of the kernel's own layout.
 
 A CuPy launch takes a tuple of arguments and packs each by its own type: one too many,
 one too few or an int32 where the kernel reads a long long shifts every argument after
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 import re
+import shutil
+import subprocess
 import sys
 import types
 
@@ -135,7 +138,7 @@ def backend(monkeypatch):
 
         recorder = Recorder(parameters(_kernels.source()))
         monkeypatch.setattr(_kernels, "kernel", recorder.kernel)
-        yield types.SimpleNamespace(backend=cupy_cuda.BACKEND, launch=_launch, recorder=recorder)
+        yield types.SimpleNamespace(backend=cupy_cuda.BACKEND, launch=_launch, kernels=_kernels, recorder=recorder)
     finally:
         for k in [k for k in sys.modules if k == "cupy" or k == prefix or k.startswith(prefix + ".")]:
             del sys.modules[k]
@@ -199,3 +202,48 @@ def test_the_sources_declare_every_kernel_the_launcher_names():
     for name in _kernels.all_names():
         assert name.split("<")[0].split("::")[-1] in declared, name
     assert declared["pd_vjp_first_step"].count(POINTER) == 8
+
+
+NVCC = shutil.which("nvcc")
+VALUE_TYPES = {"complex64": 8, "complex128": 16, "float32": 4}
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+def test_the_pipelined_scans_shared_memory_is_its_layouts_size(backend, tmp_path, monkeypatch):
+    """The launcher's mirror (``_launch.pipe_smem``) against the kernel's ``pipe_smem``
+    struct, built into a host program: every value size, index words of 1 and 8 bytes
+    and the dictionary form, both kinds, the summaries (TRACK) and the VJP's GRAD_D,
+    each consumer shape, tiles of 1, 7 and 64 steps.  A launch given less than the
+    layout would let the kernel address shared memory past its allocation."""
+    K = backend.kernels
+    cases, instances = [], []
+    for value, itemsize in VALUE_TYPES.items():
+        for width, maps in ((1, False), (8, False), (4, True)):
+            for kind in ("scatter", "gather"):
+                for track, grad_d in ((False, False), (True, False), (False, True)):
+                    if grad_d and kind != "gather":
+                        continue
+                    for N, cw in ((5, 1), (33, 2), (100, 2), (128, 1), (70, 4)):
+                        cw, e = K.pipe_shape(N, cw)
+                        name = K.pipe_name(value, width, kind, maps, e, cw, track, grad_d)
+                        layout = "pd::pipe_smem" + name[name.index("<"):]
+                        for tile in (1, 7, 64):
+                            cases.append((width, maps, itemsize, kind, track, grad_d, N, cw, tile))
+                            instances.append(f"  std::printf(\"%lld\\n\", bytes_of<{layout}>({tile}, {N}, "
+                                             f"{3 if maps else 0}));")
+    program = (K.source() + "\n#include <cstdio>\nstatic unsigned char arena[1 << 22];\n"
+               "template <typename Layout>\nlong long bytes_of(int tile, int N, int K) {\n"
+               "  Layout sm(arena, tile, N, K);\n  return (long long)(sm.end - arena);\n}\n"
+               "int main() {\n" + "\n".join(instances) + "\n  return 0;\n}\n")
+    (tmp_path / "layouts.cu").write_text(program)
+    built = subprocess.run([NVCC, "-arch=sm_80", "--std=c++17", "-Xptxas", "-O0", "-o", str(tmp_path / "layouts"),
+                            str(tmp_path / "layouts.cu")], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-4000:]
+    ran = subprocess.run([str(tmp_path / "layouts")], capture_output=True, text=True, check=True)
+    kernel_bytes = [int(line) for line in ran.stdout.split()]
+    assert len(kernel_bytes) == len(cases)
+    for (width, maps, itemsize, kind, track, grad_d, N, cw, tile), want in zip(cases, kernel_bytes):
+        monkeypatch.setattr(backend.launch, "pipe_consumer_warps", cw)
+        ix = types.SimpleNamespace(width=width, uses_maps=maps, k=3 if maps else 0)
+        got = backend.launch.pipe_smem(ix, itemsize, kind, track, N, tile, **({"grad_d": True} if grad_d else {}))
+        assert got == want, (width, maps, itemsize, kind, track, grad_d, N, cw, tile, got, want)

@@ -22,8 +22,9 @@ enum : int {
   F_SIGNED_INDEX = 16,  // index words are signed (else unsigned)
 };
 
-// shared-memory regions start at multiples of 16 bytes
-__device__ __forceinline__ long long round16(long long bytes) { return (bytes + 15) & ~15LL; }
+// shared-memory regions start at multiples of 16 bytes (host too: the layouts are
+// checked against the launcher's on the host, tests/test_cuda_launches.py)
+__host__ __device__ __forceinline__ long long round16(long long bytes) { return (bytes + 15) & ~15LL; }
 
 // ------------------------------------------------------------------ arithmetic
 __device__ __forceinline__ float nan_of(float) { return __int_as_float(0x7fffffff); }

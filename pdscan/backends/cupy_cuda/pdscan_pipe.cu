@@ -101,8 +101,10 @@ struct pipe_smem {
   unsigned char* exchange;
   unsigned char* track_d;  // 2 halves of round16(sizeof(T) (NB + 2)) bytes
   unsigned char* track_s;  // 2 halves of round16(4 (NB + 2)) bytes
+  unsigned char* end;      // past the last region: end - p is the launcher's pipe_smem()
 
-  __device__ pipe_smem(unsigned char* p, int tile_len_, int N, int K_) : tile_len(tile_len_), K(K_) {
+  // (host too: tests/test_cuda_launches.py checks the launcher's mirror against it)
+  __host__ __device__ pipe_smem(unsigned char* p, int tile_len_, int N, int K_) : tile_len(tile_len_), K(K_) {
     NB = (N + E - 1) / E * E;
     values_pitch = (int)round16((long long)sizeof(T) * NB);
     // a step's table: gather: offsets; scatter: where each lane stores, bit sets, lanes out of range
@@ -124,6 +126,7 @@ struct pipe_smem {
     track_d = p;
     track_s = p + 2 * exchange_stride;
     if (TRACK && KIND == GATHER) p += 2 * exchange_stride + 2 * round16(4LL * (NB + 2));  // gather: NB + 2 entries
+    end = p;
   }
   __device__ unsigned char* slot(int s) const { return slots + s * slot_bytes; }
   __device__ word* index(int s) const { return (word*)slot(s); }

@@ -85,9 +85,9 @@ __device__ __forceinline__ void conj_rows(complex_t<R>* at, int pitch, int rows,
 // entry after the planes instead.
 __device__ __forceinline__ int plane_entry(int plane, int row, int NB) { return plane * NB + row; }
 __device__ __forceinline__ int lane_entry(int lane, int NB) { return RCAP * NB + lane; }
-__device__ __forceinline__ long long scatter_exchange_entries(int NB) { return (RCAP + 1LL) * NB; }
+__host__ __device__ __forceinline__ long long scatter_exchange_entries(int NB) { return (RCAP + 1LL) * NB; }
 // a scatter step's table: where each lane stores (u16 byte offsets), then the bit sets
-__device__ __forceinline__ long long scatter_masks_at(int NB) { return round16(2LL * NB); }
+__host__ __device__ __forceinline__ long long scatter_masks_at(int NB) { return round16(2LL * NB); }
 
 // The tables of `rows` steps, written by the producer warp; target(r, lane) is
 // the row lane `lane` of step r lands on (-1: out of range).  Step r's table
