@@ -31,7 +31,7 @@
 // with it (barrier 0 stays __syncthreads').  TRACK: write the unit's summary
 // (transform, state from zero) instead of x, as pd_scan<..., TRACK> does.
 //
-// The VJP's carry runs through this scan too (_launch.run_vjp_pipe).  F_CONJ: the
+// The VJP's carry runs through this scan too (_launch_grads.run_vjp_pipe).  F_CONJ: the
 // producers conjugate each tile's d (and x_prev) in shared memory, off the consumers'
 // path.  GRAD_D (gather kind, the carry of a scatter-mode VJP): the producers also
 // stage x_prev, a row per step like b, and each step writes grad_d = (the state it

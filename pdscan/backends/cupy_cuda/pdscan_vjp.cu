@@ -1,5 +1,5 @@
 // The VJP's element-wise parts.  Where the pipelined scan applies (N <= 128) the VJP
-// (_launch.run_vjp_pipe) runs its carry g (grad_b), a scan of A_t^T against time,
+// (_launch_grads.run_vjp_pipe) runs its carry g (grad_b), a scan of A_t^T against time,
 // through pd_scan_pipe, one step shorter than the sequence; these kernels add what
 // needs only g, x and the index, every row independent of the others:
 //   grad_d[t, j] = g_t[sigma_t(j)] x_prev[j]   (scatter mode: the carry's scan writes
