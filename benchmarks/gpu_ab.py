@@ -1,7 +1,7 @@
 """A/B of CUDA kernel builds: the forward of each build, bitwise against the first, then
 timed in interleaved rounds.
 
-    git archive 6564724 pdscan/backends/cupy_cuda | tar -x -C /tmp/base
+    git archive 1e213b9 pdscan/backends/cupy_cuda | tar -x -C /tmp/base
     python benchmarks/gpu_ab.py base=/tmp/base/pdscan/backends/cupy_cuda,head=pdscan/backends/cupy_cuda \\
         [--rounds 6] [--check] [--no-time]
 
@@ -11,7 +11,8 @@ process swaps the kernel sources (``_kernels.use_sources``) and the launcher's m
 of the pipelined scan's shared-memory layout (``_pipe_rows`` and ``pipe_smem``, taken
 from the build's own _launch.py) between builds, so every build runs on the same inputs
 under the same drift of the machine (the interleaved rounds of gpu_schedules.py); the
-rest of the launcher is this checkout's.  --check: the outputs of every build on the
+rest of the launcher is this checkout's, so a build's kernels must take the arguments it
+passes (pd_scan_pipe's from 1e213b9 on, which added its GRAD_D parameter).  --check: the outputs of every build on the
 benchmark shapes and on odd cases (crowded rows that walk the bit sets, permutations,
 out-of-range lanes, N not a multiple of 32, reverse with x0) must equal the first
 build's bit for bit.

@@ -114,12 +114,13 @@ def interleaved(inputs, modes, variants, rounds):
     return samples
 
 
-def print_table(samples, bandwidth, variant="variant"):
-    """The median of each cell's rounds (their min-max) and its ratio to the floor."""
-    print(f"| S, L, N, K | mode | {variant} | fwd ms | x floor |")
+def print_table(samples, bandwidth, variant="variant", nbytes=FORWARD_BYTES, timed="fwd"):
+    """The median of each cell's rounds (their min-max) and its ratio to the floor of
+    ``nbytes`` per element."""
+    print(f"| S, L, N, K | mode | {variant} | {timed} ms | x floor |")
     print("| --- | --- | --- | ---: | ---: |")
     for ((S, L, N, K), mode, name), ms in samples.items():
-        floor = S * L * N * FORWARD_BYTES / bandwidth * 1e3
+        floor = S * L * N * nbytes / bandwidth * 1e3
         med = float(np.median(ms))
         spread = f" ({min(ms):.3f}-{max(ms):.3f})" if len(ms) > 1 else ""
         print(f"| {S}, {L}, {N}, {K or '-'} | {mode} | {name} | {med:.3f}{spread} | {med / floor:.2f} |")

@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpu import SHAPES, copy_bandwidth, make_inputs, time_ms  # noqa: E402
+from gpu_schedules import print_table  # noqa: E402
 
 import pdscan  # noqa: E402
 from pdscan.backends.cupy_cuda import _launch  # noqa: E402
@@ -111,13 +112,7 @@ def main(argv=None):
             for name, run in recorded.items():
                 samples.setdefault((shape, mode, name), []).append(time_ms(run, repeats=10))
     print(f"\ncopy {bandwidth / 1e12:.2f} TB/s; the VJP alone; median of {args.rounds} interleaved rounds (min-max)")
-    print("| S, L, N, K | mode | schedule | ms | x VJP floor |")
-    print("| --- | --- | --- | ---: | ---: |")
-    for ((S, L, N, K), mode, name), ms in samples.items():
-        floor = S * L * N * VJP_BYTES / bandwidth * 1e3
-        med = float(np.median(ms))
-        print(f"| {S}, {L}, {N}, {K or '-'} | {mode} | {name} | {med:.3f} ({min(ms):.3f}-{max(ms):.3f}) "
-              f"| {med / floor:.2f} |")
+    print_table(samples, bandwidth, "schedule", VJP_BYTES, "VJP")
     return 0
 
 

@@ -24,7 +24,7 @@ import types
 import numpy as np
 import pytest
 
-from oracles import random_maps, random_unit_values, random_values
+from oracles import make_inputs, random_values
 
 from pdscan._problem import prepare
 
@@ -146,10 +146,7 @@ def backend(monkeypatch):
 
 
 def problem(rng, S, L, N, K=None, x0=True, dtype=np.complex64, **kw):
-    host = dict(index=random_maps(rng, (S, L) if K else (S, L, N), K or N, np.int32),
-                d=random_unit_values(rng, (S, L, N), dtype), b=random_values(rng, (S, L, N), dtype),
-                x0=random_values(rng, (S, N), dtype) if x0 else None,
-                maps=random_maps(rng, (S, K, N), N, np.int32) if K else None)
+    host = make_inputs(rng, (S,), L, N, dtype, K=K, x0=x0, index_dtype=np.int32, unit=True)
     dev = {k: None if v is None else v.view(DeviceArray) for k, v in host.items()}
     return prepare(dev["index"], dev["d"], dev["b"], dev["x0"], maps=dev["maps"], check_index=False, **kw)
 
@@ -245,5 +242,5 @@ def test_the_pipelined_scans_shared_memory_is_its_layouts_size(backend, tmp_path
     for (width, maps, itemsize, kind, track, grad_d, N, cw, tile), want in zip(cases, kernel_bytes):
         monkeypatch.setattr(backend.launch, "pipe_consumer_warps", cw)
         ix = types.SimpleNamespace(width=width, uses_maps=maps, k=3 if maps else 0)
-        got = backend.launch.pipe_smem(ix, itemsize, kind, track, N, tile, **({"grad_d": True} if grad_d else {}))
+        got = backend.launch.pipe_smem(ix, itemsize, kind, track, N, tile, grad_d=grad_d)
         assert got == want, (width, maps, itemsize, kind, track, grad_d, N, cw, tile, got, want)

@@ -79,6 +79,8 @@ CHAIN_CHUNK_SCALE = float(os.environ.get("PDSCAN_CUDA_CHAIN_CHUNK_SCALE", "0.5")
 deterministic: bool = os.environ.get("PDSCAN_CUDA_DETERMINISTIC", "0") not in ("", "0")
 
 NULL = numpy.uint64(0)
+#: pd_scan_pipe's x_prev (pointer, stride, grain) and grad_d (pointer, stride) when it writes no grad_d
+NO_GRAD_D = (NULL, numpy.int64(0), numpy.int32(0), NULL, numpy.int64(0))
 SMEM_DEFAULT = 48 * 1024
 
 
@@ -361,18 +363,17 @@ def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
     fused = grad_d is not None
     tile = pipe_tile(ix, d.itemsize, kind, N, chunk, S * chunks, fused)
     limit = _attr("MaxSharedMemoryPerBlockOptin")
-    smem = pipe_smem(ix, d.itemsize, kind, False, N, tile, **({"grad_d": True} if fused else {}))
+    smem = pipe_smem(ix, d.itemsize, kind, False, N, tile, grad_d=fused)
     smem_summaries = pipe_smem(ix, d.itemsize, kind, True, N, tile) if chunks > 1 else 0
     if max(smem, smem_summaries) > limit:
         return False
     index_row = 4 if ix.uses_maps else ix.width * N
     row = d.itemsize * N
+    grad_d_args = NO_GRAD_D
     if fused:
         x_prev, x_prev_stride, grad_d_out, grad_d_stride = grad_d
         grad_d_args = (x_prev, _i64(x_prev_stride), _i32(_grain(x_prev, x_prev_stride, row)),
                        grad_d_out, _i64(grad_d_stride))
-    else:
-        grad_d_args = (NULL, _i64(0), _i32(0), NULL, _i64(0))
     inputs = (ix.index, _i64(ix.index_stride), _i32(_grain(ix.index, ix.index_stride, index_row)),
               ix.maps if ix.maps is not None else NULL, _i64(ix.maps_stride), _i32(ix.k),
               d, _i64(d_stride), _i32(_grain(d, d_stride, row)), b, _i64(b_stride), _i32(_grain(b, b_stride, row)))
@@ -382,7 +383,7 @@ def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
         summaries = _summaries(S, chunks, N, d.dtype)
         _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, cw, True), S * (chunks - 1), K.pipe_threads(cw),
                 smem_summaries,
-                inputs + (NULL, _i64(0), NULL, NULL, _i64(0)) + summaries + (NULL, _i64(0), _i32(0), NULL, _i64(0))
+                inputs + (NULL, _i64(0), NULL, NULL, _i64(0)) + summaries + NO_GRAD_D
                 + (_i32(L), _i32(N), _i32(chunk), _i32(chunks - 1), _i32(chunks), _i32(tile), _i32(flags)))
         chain = _chain(value, kind, summaries, x0, x0_stride, flags & K.F_DETERMINISTIC | K.F_SIGNED_INDEX)
     _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, cw, False, fused), S * chunks, K.pipe_threads(cw),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import cupy
 
+from ... import monoid
 from . import _kernels as K
 from . import _launch as launch
 from ._launch import (NULL, _attr, _chain, _dictionary, _flags, _i32, _i64, _launch, _round16, _summaries, plan,
@@ -55,9 +56,8 @@ def run_vjp_pipe(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x
         else:  # g_t = grad_x[t] + A_{t+1}^T g_{t+1} for t = L-2 .. 0
             steps, step_d, b, out = ix.from_second_step(), d[..., 1:, :], gx, grad_b
             x_prev, grad_d_rows = x, grad_d[..., 1:, :]
-        adjoint = "gather" if mode == "scatter" else "scatter"
         flags = _flags(reverse=not reverse, conj=conj, signed=ix.signed)
-        if not launch.run_pipe(value, adjoint, steps, step_d, d_stride, b, gx_stride, gx[..., last, :], gx_stride,
+        if not launch.run_pipe(value, monoid.transpose_mode(mode), steps, step_d, d_stride, b, gx_stride, gx[..., last, :], gx_stride,
                                out, S, L - 1, N, flags, out_stride=L * N,
                                grad_d=(x_prev, x_stride, grad_d_rows, L * N) if fused else None):
             return False
@@ -94,7 +94,7 @@ def run_vjp(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x0_str
     itemsize = d.itemsize
     chunks, chunk = plan(S, L, N)
     signed = K.F_SIGNED_INDEX if ix.signed else 0
-    adjoint_kind = "gather" if mode == "scatter" else "scatter"
+    adjoint_kind = monoid.transpose_mode(mode)
     if chunks > 1:
         # summaries of the carry recurrence h -> A^T (h + grad_x), walking the
         # forward's time order backwards, then their scan into each chunk's carry
