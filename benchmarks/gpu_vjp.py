@@ -1,7 +1,6 @@
 """The CUDA VJP's schedules against each other and the floor: the pipelined scan of the
-carry, writing grad_d in scatter mode ("pipe"); the same with grad_d in an element-wise
-pass after it ("pipe, grad_d apart", what gather mode does); the team kernels' fused
-VJP ("team").
+carry, writing grad_d ("pipe"); the same with grad_d in an element-wise pass after it
+("pipe, grad_d apart"); the team kernels' fused VJP ("team").
 
     python benchmarks/gpu_vjp.py [S,L,N[,K] ...] [--modes scatter,gather] [--rounds 5]
 
@@ -10,8 +9,8 @@ per element (index, d, x, grad_x read; grad_d, grad_b written) over the copy
 bandwidth of the same run.  Rounds interleave the schedules so that they share the
 machine's drift (as gpu_schedules.py); each cell is the median round (min-max).  Both
 schedules' outputs are compared first (largest difference relative to the largest
-value).  "carry" and "grad_d" time the pipe schedule's scan and element-wise pass alone
-(scatter mode: those of "pipe, grad_d apart").
+value).  "carry" and "grad_d" time the scan and the element-wise pass of "pipe, grad_d
+apart" alone.
 """
 
 from __future__ import annotations

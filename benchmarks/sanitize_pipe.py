@@ -13,8 +13,9 @@ steps; forward and reverse, each checked against the NumPy reference.
 --plain-copies: plain shared-memory stores instead of cp.async (what racecheck can
 order); --directions forward or reverse: one direction only; --lanes N (64 by default;
 up to 32 runs one consumer warp); --dictionary K: the maps form with K maps; --vjp: the
-VJP too (its carry through the same scan, in scatter mode writing grad_d; then the
-element-wise kernels), against the reference.
+VJP too (its carry through the same scan, writing grad_d; then the first step's
+kernel), against the reference; --grad-d-apart: the VJP's grad_d from its element-wise
+kernel instead.
 docs/benchmarks.md has the results.
 """
 
@@ -36,6 +37,7 @@ def main(argv=None):
     ap.add_argument("--lanes", type=int, default=64, help="N")
     ap.add_argument("--dictionary", type=int, default=0, help="K > 0: the maps form with K maps")
     ap.add_argument("--vjp", action="store_true", help="the VJP too")
+    ap.add_argument("--grad-d-apart", action="store_true", help="the VJP's grad_d from the element-wise kernel")
     args = ap.parse_args(argv)
     directions = args.directions.split(",")
     if not set(directions) <= {"forward", "reverse"}:
@@ -51,6 +53,7 @@ def main(argv=None):
     _launch.use_pipe = True
     _launch.force_chunk_len = None if args.chunk < 0 else args.chunk
     _launch.force_tile_len = args.tile
+    _launch.vjp_fuse_grad_d = not args.grad_d_apart
     if args.plain_copies:
         _launch._grain = lambda *a: 0  # every copy as plain byte stores
     rng = np.random.default_rng(0)

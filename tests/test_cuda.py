@@ -320,8 +320,8 @@ def test_pipelined_scan_with_hundreds_of_chunks(mode, chunk, tile, consumer_warp
 @pytest.mark.parametrize("pipe_vjp", [None, False])
 def test_vjp_takes_the_pipelined_scan_where_it_applies(mode, pipe_vjp, monkeypatch):
     """Up to N = 128 the VJP's carry runs through the pipelined scan (one step short of
-    L, in the adjoint's kind; writing grad_d in scatter mode), unless ``pipe_vjp`` is
-    False; beyond, the team kernels."""
+    L, in the adjoint's kind, writing grad_d), unless ``pipe_vjp`` is False; beyond,
+    the team kernels."""
     monkeypatch.setattr(_launch, "pipe_vjp", pipe_vjp)
     calls = []
     run_pipe = _launch.run_pipe
@@ -338,14 +338,14 @@ def test_vjp_takes_the_pipelined_scan_where_it_applies(mode, pipe_vjp, monkeypat
         for g, w in zip(got, want):
             assert rel_err(g, w) <= 1e-4
     adjoint = "gather" if mode == "scatter" else "scatter"
-    assert calls == ([] if pipe_vjp is False else [(adjoint, 49, 128, mode == "scatter")])
+    assert calls == ([] if pipe_vjp is False else [(adjoint, 49, 128, True)])
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_vjp_with_grad_d_apart(mode, reverse, monkeypatch):
-    """The scatter-mode VJP with grad_d from the element-wise pass instead of the
-    carry's scan (``vjp_fuse_grad_d`` False, the benchmarks' comparison), chunked."""
+    """The VJP with grad_d from the element-wise pass instead of the carry's scan
+    (``vjp_fuse_grad_d`` False, the benchmarks' comparison), chunked."""
     monkeypatch.setattr(_launch, "vjp_fuse_grad_d", False)
     monkeypatch.setattr(_launch, "force_chunk_len", 9)
     rng = np.random.default_rng()

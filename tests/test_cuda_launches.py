@@ -176,9 +176,25 @@ def test_every_launch_passes_what_its_kernel_declares(backend, schedule, mode, r
     assert any("pd_scan_pipe" in n for n in names) == piped
     assert any("pd_vjp<" in n for n in names) == (not piped)
     if piped:
-        # scatter mode: the carry's scan writes grad_d (GRAD_D); gather mode: an element-wise pass
-        assert any(n.startswith("pd::pd_scan_pipe") and n.endswith("true>") for n in names) == (mode == "scatter")
-        assert any("pd_vjp_grad_d" in n for n in names) == (mode == "gather")
+        # the carry's scan writes grad_d (GRAD_D): no element-wise pass
+        assert any(n.startswith("pd::pd_scan_pipe") and n.endswith("true>") for n in names)
+        assert not any("pd_vjp_grad_d" in n for n in names)
+
+
+@pytest.mark.parametrize("mode", ["scatter", "gather"])
+@pytest.mark.parametrize("K", [None, 3])
+def test_the_vjp_with_grad_d_apart_passes_what_its_kernels_declare(backend, mode, K, monkeypatch):
+    """``vjp_fuse_grad_d`` False: the carry's scan without GRAD_D, then the element-wise pass."""
+    monkeypatch.setattr(backend.launch, "vjp_fuse_grad_d", False)
+    rng = np.random.default_rng(0)
+    p = problem(rng, 3, 45, 37, K, mode=mode)
+    x = backend.backend.forward(p)
+    backend.recorder.calls.clear()
+    backend.backend.vjp(p, x, random_values(rng, x.shape, x.dtype).view(DeviceArray), conjugate=True)
+    names = backend.recorder.calls
+    assert any(n.startswith("pd::pd_scan_pipe") for n in names)
+    assert not any(n.startswith("pd::pd_scan_pipe") and n.endswith("true>") for n in names)
+    assert any("pd_vjp_grad_d" in n for n in names)
 
 
 @pytest.mark.parametrize("dtype", [np.complex64, np.float64])
@@ -218,8 +234,6 @@ def test_the_pipelined_scans_shared_memory_is_its_layouts_size(backend, tmp_path
         for width, maps in ((1, False), (8, False), (4, True)):
             for kind in ("scatter", "gather"):
                 for track, grad_d in ((False, False), (True, False), (False, True)):
-                    if grad_d and kind != "gather":
-                        continue
                     for N, cw in ((5, 1), (33, 2), (100, 2), (128, 1), (70, 4)):
                         cw, e = K.pipe_shape(N, cw)
                         name = K.pipe_name(value, width, kind, maps, e, cw, track, grad_d)

@@ -102,7 +102,7 @@ def pipe_threads(cw: int) -> int:
 def pipe_name(value: str, index_width: int, kind: str, maps: bool, e: int, cw: int, track: bool,
               grad_d: bool = False) -> str:
     """The pipelined scan (producer and consumer warps per sequence or chunk); with
-    ``grad_d``, the carry of a scatter-mode VJP that writes grad_d too (gather kind)."""
+    ``grad_d``, the carry of a VJP that writes grad_d too."""
     return (f"pd::pd_scan_pipe<{VALUE_TYPES[value]}, {index_width}, {KINDS[kind]}, "
             f"{'true' if maps else 'false'}, {e}, {cw}, {'true' if track else 'false'}, "
             f"{'true' if grad_d else 'false'}>")
@@ -143,7 +143,7 @@ def all_names(*, every_e: bool = False):
                     if pe == e and (every_e or (value == "complex64" and width == 4)
                                     or (cw, pe) in default_pipe_shapes):
                         names.add(pipe_name(value, width, kind, maps, e, cw, track))
-                        if kind == "gather" and not track:
+                        if not track:  # the VJP's carry, writing grad_d
                             names.add(pipe_name(value, width, kind, maps, e, cw, track, grad_d=True))
                 if not track:
                     names.add(vjp_name(value, width, kind, maps, e))

@@ -5,7 +5,7 @@ block per sequence whose producer warps stage the inputs and decode the index
 while its consumer warps run the recurrence; fewer sequences than about half the
 multiprocessors are cut into chunks of time as below.  The VJP for N <= 128
 (``_launch_grads.run_vjp_pipe``): the same scan run on the adjoint recurrence for
-the carry (in scatter mode writing grad_d as it goes), and small kernels for the
+the carry (writing grad_d as it goes), and small kernels for the
 rest (pdscan_vjp.cu).  Everything else (N over 128) runs the team kernels of
 pdscan_kernels.cu on one of two schedules (``plan``):
 
@@ -52,8 +52,8 @@ pipe_consumer_warps: int | None = (int(os.environ["PDSCAN_CUDA_PIPE_CONSUMER_WAR
 #: the VJP through the pipelined scan (``_launch_grads.run_vjp_pipe``): None where it
 #: applies (and ``use_pipe`` allows), False never (the team kernels' fused VJP)
 pipe_vjp: bool | None = None
-#: its scatter mode writes grad_d from the carry's scan (False: an element-wise pass
-#: after it, as gather mode does; for benchmarks)
+#: it writes grad_d from the carry's scan (False: an element-wise pass after it; for
+#: benchmarks)
 vjp_fuse_grad_d: bool = True
 #: shared memory one tile of the pipelined scan's ring may take (sets the tile length)
 PIPE_TILE_BYTES = int(os.environ.get("PDSCAN_CUDA_PIPE_TILE_BYTES", str(32 * 1024)))
@@ -354,8 +354,7 @@ def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
     chunks of ``chunk`` steps) into ``out``, sequences ``out_stride`` elements apart
     (None: L N); False where it does not apply (N over 128, or shared memory too
     small).  ``grad_d``: (x_prev, its stride, grad_d, its stride), for the carry of a
-    scatter-mode VJP (gather kind), whose steps then write grad_d = (the state each
-    gathered) x_prev as well."""
+    VJP, whose steps then write grad_d as well (pdscan_pipe.cu's GRAD_D)."""
     if use_pipe is False or N > K.PIPE_MAX_N:
         return False
     cw, e = K.pipe_shape(N, pipe_consumer_warps)

@@ -2,7 +2,7 @@
 form's contractions.
 
 The VJP for N <= 128 (``run_vjp_pipe``): the pipelined scan of pdscan_pipe.cu run on the
-adjoint recurrence for the carry (in scatter mode writing grad_d as it goes), and the
+adjoint recurrence for the carry (writing grad_d as it goes), and the
 small kernels of pdscan_vjp.cu for the rest.  Beyond N = 128, or where the pipelined scan
 does not apply, the team kernels' fused VJP (pdscan_kernels.cu) on the schedules of
 ``_launch.plan``.  The knobs (``use_pipe``, ``pipe_vjp``, ``vjp_fuse_grad_d``) are the
@@ -35,17 +35,18 @@ def run_vjp_pipe(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x
     """The VJP through the pipelined scan.  grad_b is the carry g: g_t = grad_x[t] +
     A_next^T g_next from the recurrence's last step (where g = grad_x) back to its
     first, a scan of the transposed transforms against time, one step shorter than
-    the sequence, from grad_x at the last step.  In scatter mode the scan (gather kind)
-    also writes grad_d of the steps it covers, reading x_prev beside grad_x: one pass,
-    44 bytes per complex64 element.  In gather mode (scatter kind, which does not
-    gather) grad_d is an element-wise pass after the scan (pdscan_vjp.cu): 56 bytes.
-    grad_b's last step (grad_x), the first step's grad_d (scatter mode) and grad_x0 come
-    from a small kernel.  False where the pipelined scan does not apply (nothing
+    the sequence, from grad_x at the last step.  The scan also writes grad_d of the
+    steps it covers, reading x_prev beside grad_x: one pass, 44 bytes per complex64
+    element (in scatter mode its steps gather, and grad_d takes the state gathered; in
+    gather mode they scatter, and grad_d takes x_prev at each lane's sigma).  grad_b's
+    last step (grad_x), the first step's grad_d and grad_x0 come from a small kernel.
+    ``vjp_fuse_grad_d`` False: grad_d from an element-wise pass after the scan instead
+    (pdscan_vjp.cu), 56 bytes.  False where the pipelined scan does not apply (nothing
     launched)."""
     if launch.use_pipe is False or launch.pipe_vjp is False or N > K.PIPE_MAX_N:
         return False
     last = 0 if reverse else L - 1  # the recurrence's last step: the carry starts there
-    fused = mode == "scatter" and launch.vjp_fuse_grad_d
+    fused = launch.vjp_fuse_grad_d
     if L > 1:
         # steps of the carry in memory order: the transform each applies, grad_x and
         # the carry written at its output row, and (fused) x_prev and grad_d at the
@@ -57,8 +58,8 @@ def run_vjp_pipe(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x
             steps, step_d, b, out = ix.from_second_step(), d[..., 1:, :], gx, grad_b
             x_prev, grad_d_rows = x, grad_d[..., 1:, :]
         flags = _flags(reverse=not reverse, conj=conj, signed=ix.signed)
-        if not launch.run_pipe(value, monoid.transpose_mode(mode), steps, step_d, d_stride, b, gx_stride, gx[..., last, :], gx_stride,
-                               out, S, L - 1, N, flags, out_stride=L * N,
+        if not launch.run_pipe(value, monoid.transpose_mode(mode), steps, step_d, d_stride, b, gx_stride,
+                               gx[..., last, :], gx_stride, out, S, L - 1, N, flags, out_stride=L * N,
                                grad_d=(x_prev, x_stride, grad_d_rows, L * N) if fused else None):
             return False
     name_d, name_first = K.vjp_elementwise_names(value, ix.width, mode, ix.uses_maps)

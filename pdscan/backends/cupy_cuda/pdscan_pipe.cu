@@ -33,9 +33,11 @@
 //
 // The VJP's carry runs through this scan too (_launch_grads.run_vjp_pipe).  F_CONJ: the
 // producers conjugate each tile's d (and x_prev) in shared memory, off the consumers'
-// path.  GRAD_D (gather kind, the carry of a scatter-mode VJP): the producers also
-// stage x_prev, a row per step like b, and each step writes grad_d = (the state it
-// gathered) x_prev beside x, so that the VJP is one pass.  No F_PRE_ADD.
+// path.  GRAD_D: the producers also stage x_prev, a row per step like b, and each step
+// writes grad_d beside x, so that the VJP is one pass: in the gather kind (the carry of
+// a scatter-mode VJP) grad_d = (the state it gathered) x_prev; in the scatter kind (of a
+// gather-mode VJP) grad_d = (the state at the lane before the step) x_prev[sigma].  No
+// F_PRE_ADD.
 #include "pdscan_common.cuh"
 #include "pdscan_pipe_producer.cuh"
 #include "pdscan_pipe_planes.cuh"
@@ -155,7 +157,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     const T* __restrict__ x_prev, long long x_prev_stride, int x_prev_grain,
     T* __restrict__ grad_d, long long grad_d_stride,
     int L, int N, int chunk_len, int units_per_seq, int chunks, int tile_len, int flags) {
-  static_assert(!GRAD_D || (KIND == GATHER && !TRACK), "GRAD_D: a gather-kind scan that writes x");
+  static_assert(!GRAD_D || !TRACK, "GRAD_D: a scan that writes x");
   typedef typename index_word<IW>::type word;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   typedef pipe_smem<T, IW, KIND, MAPS, E, CW, TRACK, GRAD_D> smem_layout;
@@ -288,6 +290,14 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
   const bool vector_grad_d = GRAD_D && own + E <= N && (N * sizeof(T)) % alignof(pack<T, E>) == 0 &&
                              ((unsigned long long)grad_d_seq) % alignof(pack<T, E>) == 0;
   const bool grad_d_vector = vector_grad_d && active, grad_d_lanes = GRAD_D && !vector_grad_d && active;
+  auto write_grad_d = [&](T* row, const T(&gd)[E]) {
+    if (grad_d_vector) store_pack<T, E>(row, gd);
+    if (grad_d_lanes) {
+#pragma unroll
+      for (int e = 0; e < E; ++e)
+        if (own + e < N) row[e] = gd[e];
+    }
+  };
   int parity = 0;
 
   // the exchange's two halves as offsets into shared memory: 32-bit address arithmetic
@@ -390,12 +400,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
           T gd[E];
 #pragma unroll
           for (int e = 0; e < E; ++e) gd[e] = mul(gathered[e], xp.v[e]);
-          if (grad_d_vector) store_pack<T, E>(grad_d_row, gd);
-          if (grad_d_lanes) {
-#pragma unroll
-            for (int e = 0; e < E; ++e)
-              if (own + e < N) grad_d_row[e] = gd[e];
-          }
+          write_grad_d(grad_d_row, gd);
         }
       } else {
         // Each lane stores d x where its table says (its row's plane for its rank
@@ -403,6 +408,20 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
         // step's chain from x to x is the store, the barrier, the loads of the
         // planes and their sum.  The planes read are cleared for the step after next.
         const pack<unsigned short, E> to = load_pack<unsigned short, E>((const unsigned short*)tab + at);
+        if (GRAD_D) {
+          // the VJP's grad_d of this step's transform (a gather in the forward): the
+          // state at the lane before the step times x_prev at the lane's sigma, which
+          // the consumer decodes itself (the tables name ranks, not rows); off the
+          // recurrence's path
+          const T* x_prev_step = x_prev_row - at;
+          T gd[E];
+#pragma unroll
+          for (int e = 0; e < E; ++e) {
+            const int to_row = own + e < N ? sigma(r, own + e) : -1;
+            gd[e] = to_row >= 0 ? mul(x[e], x_prev_step[to_row]) : nan_of(T());
+          }
+          write_grad_d(grad_d_row, gd);
+        }
         if (active) {
 #pragma unroll
           for (int e = 0; e < E; ++e) *(T*)(buf + to.v[e]) = mul(dv.v[e], x[e]);

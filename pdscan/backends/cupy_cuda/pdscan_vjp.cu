@@ -2,10 +2,12 @@
 // (_launch_grads.run_vjp_pipe) runs its carry g (grad_b), a scan of A_t^T against time,
 // through pd_scan_pipe, one step shorter than the sequence; these kernels add what
 // needs only g, x and the index, every row independent of the others:
-//   grad_d[t, j] = g_t[sigma_t(j)] x_prev[j]   (scatter mode: the carry's scan writes
-//                                               these itself, GRAD_D, but the first)
-//   grad_d[t, i] = g_t[i] x_prev[sigma_t(i)]   (gather mode: pd_vjp_grad_d, every step)
+//   grad_d[t, j] = g_t[sigma_t(j)] x_prev[j]   (scatter mode)
+//   grad_d[t, i] = g_t[i] x_prev[sigma_t(i)]   (gather mode)
 //   grad_x0 = A_first^T g_first
+// The carry's scan writes grad_d of every step but the first itself (GRAD_D), so
+// pd_vjp_grad_d, every step's, runs only where the launcher is told not to
+// (``vjp_fuse_grad_d``, for benchmarks); pd_vjp_first_step writes the first.
 // with x_prev the state before step t in the recurrence's order (x0, or zero, before
 // the first step), d and x_prev conjugated under F_CONJ, NaN where sigma is out of
 // range, as pd_vjp writes them.
