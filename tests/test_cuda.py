@@ -108,6 +108,13 @@ def vjp_both(host, conjugate, **kw):
     return [None if g is None else cupy.asnumpy(g) for g in got], want
 
 
+def assert_vjp_matches(host, conjugate, tolerance, **kw):
+    """Every gradient of vjp_both within ``tolerance`` (relative) of the reference's."""
+    got, want = vjp_both(host, conjugate, **kw)
+    for g, w in zip(got, want):
+        assert rel_err(g, w) <= tolerance
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("K", [None, 3])
@@ -126,9 +133,7 @@ def test_forward_matches_reference(schedule, mode, reverse, K, x0):
 def test_vjp_matches_reference(schedule, mode, reverse, K, conjugate):
     rng = np.random.default_rng()
     host = inputs(rng, (5,), 45, 70, np.complex128, K=K)
-    got, want = vjp_both(host, conjugate, mode=mode, reverse=reverse)
-    for g, w in zip(got, want):
-        assert rel_err(g, w) <= 1e-12
+    assert_vjp_matches(host, conjugate, 1e-12, mode=mode, reverse=reverse)
 
 
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128, np.float32, np.float64])
@@ -140,9 +145,7 @@ def test_dtypes(dtype, index_dtype):
     for mode in MODES:
         got, want = forward_both(host, mode=mode)
         assert rel_err(got, want) <= TOLERANCE[dtype]
-        gots, wants = vjp_both(host, True, mode=mode)
-        for g, w in zip(gots, wants):
-            assert rel_err(g, w) <= TOLERANCE[dtype] * 10
+        assert_vjp_matches(host, True, TOLERANCE[dtype] * 10, mode=mode)
 
 
 @pytest.mark.parametrize("L, N", [(1, 5), (2, 40), (9, 1), (1, 1), (130, 1024), (40, 700), (17, 33), (300, 64),
@@ -153,9 +156,7 @@ def test_sizes(schedule, L, N):
     for mode in MODES:
         got, want = forward_both(host, mode=mode)
         assert rel_err(got, want) <= 1e-5
-        gots, wants = vjp_both(host, False, mode=mode)
-        for g, w in zip(gots, wants):
-            assert rel_err(g, w) <= 1e-4
+        assert_vjp_matches(host, False, 1e-4, mode=mode)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -170,9 +171,7 @@ def test_broadcast_batch(schedule, mode):
                 maps=random_maps(rng, (3, 5, N), N, np.int16))
     got, want = forward_both(host, mode=mode)
     assert rel_err(got, want) <= 1e-12
-    gots, wants = vjp_both(host, True, mode=mode)
-    for g, w in zip(gots, wants):
-        assert rel_err(g, w) <= 1e-12
+    assert_vjp_matches(host, True, 1e-12, mode=mode)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -311,9 +310,7 @@ def test_pipelined_scan_with_hundreds_of_chunks(mode, chunk, tile, consumer_warp
     got, want = forward_both(host, mode=mode, reverse=True)
     assert rel_err(got, want) <= 1e-4
     for reverse in (False, True):
-        got, want = vjp_both(host, True, mode=mode, reverse=reverse)
-        for g, w in zip(got, want):
-            assert rel_err(g, w) <= 1e-4
+        assert_vjp_matches(host, True, 1e-4, mode=mode, reverse=reverse)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -334,9 +331,7 @@ def test_vjp_takes_the_pipelined_scan_where_it_applies(mode, pipe_vjp, monkeypat
     rng = np.random.default_rng()
     for N in (128, 129):
         host = inputs(rng, (4,), 50, N, np.complex64)
-        got, want = vjp_both(host, False, mode=mode)
-        for g, w in zip(got, want):
-            assert rel_err(g, w) <= 1e-4
+        assert_vjp_matches(host, False, 1e-4, mode=mode)
     adjoint = "gather" if mode == "scatter" else "scatter"
     assert calls == ([] if pipe_vjp is False else [(adjoint, 49, 128, True)])
 
@@ -350,9 +345,7 @@ def test_vjp_with_grad_d_apart(mode, reverse, monkeypatch):
     monkeypatch.setattr(_launch, "force_chunk_len", 9)
     rng = np.random.default_rng()
     host = inputs(rng, (3,), 40, 50, np.complex128)
-    got, want = vjp_both(host, True, mode=mode, reverse=reverse)
-    for g, w in zip(got, want):
-        assert rel_err(g, w) <= 1e-12
+    assert_vjp_matches(host, True, 1e-12, mode=mode, reverse=reverse)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -379,9 +372,7 @@ def test_scan_of_chunk_summaries_cut_into_chunks(mode, pipe, monkeypatch):
     assert rel_err(got, want) <= 1e-12
     assert [c for c in chunk_lengths if c is not None], "the summaries' scan was not cut"
     chunk_lengths.clear()
-    got, want = vjp_both(host, True, mode=mode)
-    for g, w in zip(got, want):
-        assert rel_err(g, w) <= 1e-12
+    assert_vjp_matches(host, True, 1e-12, mode=mode)
     assert [c for c in chunk_lengths if c is not None], "the VJP's summaries' scan was not cut"
 
 

@@ -94,13 +94,12 @@ def run_vjp(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x0_str
     e, threads = K.lanes_per_thread(N), K.team_size(N)
     itemsize = d.itemsize
     chunks, chunk = plan(S, L, N)
-    signed = K.F_SIGNED_INDEX if ix.signed else 0
     adjoint_kind = monoid.transpose_mode(mode)
     if chunks > 1:
         # summaries of the carry recurrence h -> A^T (h + grad_x), walking the
         # forward's time order backwards, then their scan into each chunk's carry
         summaries = _summaries(S, chunks, N, d.dtype)
-        flags = _flags(reverse=not reverse, pre_add=True, conj=conj) & ~K.F_SIGNED_INDEX | signed
+        flags = _flags(reverse=not reverse, pre_add=True, conj=conj, signed=ix.signed)
         _launch(K.scan_name(value, ix.width, adjoint_kind, ix.uses_maps, e, True), S * (chunks - 1),
                 threads, scan_smem(N, itemsize, adjoint_kind, True, ix.k),
                 ix.args() + (d, _i64(d_stride), gx, _i64(gx_stride), NULL, _i64(0), NULL, NULL, _i64(0))
@@ -108,7 +107,7 @@ def run_vjp(value, mode, ix, d, d_stride, x, x_stride, gx, gx_stride, x0, x0_str
         chain = _chain(value, adjoint_kind, summaries, None, 0, _flags())
     else:
         chain = None
-    flags = _flags(reverse=reverse, conj=conj) & ~K.F_SIGNED_INDEX | signed
+    flags = _flags(reverse=reverse, conj=conj, signed=ix.signed)
     _launch(K.vjp_name(value, ix.width, mode, ix.uses_maps, e), S * chunks, threads,
             4 * N * itemsize + 4 * ix.k * N,
             ix.args() + (d, _i64(d_stride), x, _i64(x_stride), gx, _i64(gx_stride),
