@@ -281,21 +281,21 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     track_d[e] = one_of(T());
   }
   T* out_seq = out + s * out_stride;
-  // x rows are written as vectors where every row start is aligned for them
-  const bool vector_out = !TRACK && own + E <= N && (N * sizeof(T)) % alignof(pack<T, E>) == 0 &&
-                          ((unsigned long long)out_seq) % alignof(pack<T, E>) == 0;
-  const bool store_vector = vector_out && active, store_lanes = !TRACK && !vector_out && active;
-  // grad_d rows likewise
   T* grad_d_seq = GRAD_D ? grad_d + s * grad_d_stride : nullptr;
-  const bool vector_grad_d = GRAD_D && own + E <= N && (N * sizeof(T)) % alignof(pack<T, E>) == 0 &&
-                             ((unsigned long long)grad_d_seq) % alignof(pack<T, E>) == 0;
-  const bool grad_d_vector = vector_grad_d && active, grad_d_lanes = GRAD_D && !vector_grad_d && active;
-  auto write_grad_d = [&](T* row, const T(&gd)[E]) {
-    if (grad_d_vector) store_pack<T, E>(row, gd);
-    if (grad_d_lanes) {
+  // A thread writes its E lanes of a row (x, or grad_d) as one vector where every
+  // row start of the array is aligned for it, else lane by lane
+  auto vector_rows = [&](const T* seq) {
+    return own + E <= N && (N * sizeof(T)) % alignof(pack<T, E>) == 0 &&
+           ((unsigned long long)seq) % alignof(pack<T, E>) == 0;
+  };
+  const bool vector_out = !TRACK && vector_rows(out_seq);
+  const bool vector_grad_d = GRAD_D && vector_rows(grad_d_seq);
+  auto write_row = [&](T* row, bool vector, const T(&values)[E]) {
+    if (active && vector) store_pack<T, E>(row, values);
+    if (active && !vector) {
 #pragma unroll
       for (int e = 0; e < E; ++e)
-        if (own + e < N) row[e] = gd[e];
+        if (own + e < N) row[e] = values[e];
     }
   };
   int parity = 0;
@@ -400,7 +400,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
           T gd[E];
 #pragma unroll
           for (int e = 0; e < E; ++e) gd[e] = mul(gathered[e], xp.v[e]);
-          write_grad_d(grad_d_row, gd);
+          write_row(grad_d_row, vector_grad_d, gd);
         }
       } else {
         // Each lane stores d x where its table says (its row's plane for its rank
@@ -420,7 +420,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
             const int to_row = own + e < N ? sigma(r, own + e) : -1;
             gd[e] = to_row >= 0 ? mul(x[e], x_prev_step[to_row]) : nan_of(T());
           }
-          write_grad_d(grad_d_row, gd);
+          write_row(grad_d_row, vector_grad_d, gd);
         }
         if (active) {
 #pragma unroll
@@ -460,12 +460,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
       }
       parity ^= 1;
       buf_at ^= other_half;
-      if (store_vector) store_pack<T, E>(out_row, x);
-      if (store_lanes) {
-#pragma unroll
-        for (int e = 0; e < E; ++e)
-          if (own + e < N) out_row[e] = x[e];
-      }
+      if (!TRACK) write_row(out_row, vector_out, x);
       r += dr;
       d_row += row_step;
       b_row += row_step;
