@@ -7,7 +7,9 @@ setting's forward is from a complex128 run.
 
 A setting is a set of the launcher's knobs (``_launch``), named in SETTINGS or added with
 --add: "not cut" never cuts the summaries' scan (``CHAIN_MIN_STEPS = 0``), a number cuts
-it into chunks of about that number times sqrt(C) steps (``CHAIN_CHUNK_SCALE``).  The
+it into chunks of about that number times sqrt(C) steps (``CHAIN_CHUNK_SCALE``).  A knob
+named PD_... is a kernel define (``_kernels.set_defines``), e.g. PD_CHASE_GROUP=8.  A
+shape S,L,N,K is the dictionary form.  The
 settings are timed in interleaved rounds (the median and min-max of the rounds), so they
 share the machine's drift.  Error: the largest difference from the complex128 forward
 (on the same inputs, not cut), over the largest value.
@@ -27,7 +29,7 @@ from cuda_events import time_ms  # noqa: E402
 from gpu import copy_bandwidth, make_inputs  # noqa: E402
 
 import pdscan  # noqa: E402
-from pdscan.backends.cupy_cuda import _launch  # noqa: E402
+from pdscan.backends.cupy_cuda import _kernels, _launch  # noqa: E402
 
 SHAPES = [(8, 65536, 64), (64, 2048, 128), (2, 262144, 64), (1, 1048576, 64), (4, 65536, 256)]
 FORWARD_BYTES, VJP_BYTES = 28, 44
@@ -37,26 +39,37 @@ SETTINGS = {"not cut": dict(CHAIN_MIN_STEPS=0)}
 SETTINGS.update({f"{scale:g}": dict(CHAIN_CHUNK_SCALE=scale) for scale in (0.25, 0.35, 0.5, 0.7, 1.0, 1.4)})
 KNOBS = {k: getattr(_launch, k) for k in ("CHAIN_MIN_STEPS", "CHAIN_CHUNK_SCALE", "TEAMS_PER_SM", "MIN_CHUNK",
                                           "PIPE_BLOCKS_PER_SM", "PIPE_MIN_CHUNK", "PIPE_CUT_BELOW",
-                                          "deterministic")}
+                                          "deterministic", "pipe_chase", "pipe_consumer_warps")}
+DEFINES = dict(_kernels.DEFINES)
 
 
 def use(settings):
+    defines = dict(DEFINES)
     for k, v in {**KNOBS, **settings}.items():
+        if k.startswith("PD_"):
+            defines[k] = v
+            continue
         kind = type(KNOBS[k])
-        setattr(_launch, k, str(v) in ("1", "True", "true") if kind is bool else kind(v))
+        if KNOBS[k] is None or k == "pipe_consumer_warps":  # a count, or None for the default
+            value = None if str(v) in ("", "0", "None") else int(v)
+        else:
+            value = str(v) in ("1", "True", "true") if kind is bool else kind(v)
+        setattr(_launch, k, value)
+    if defines != _kernels.DEFINES:
+        _kernels.set_defines(defines)
 
 
 def runs(inp, mode):
-    index, d, b, gx = (inp[k] for k in ("index", "d", "b", "grad_x"))
+    index, maps, d, b, gx = (inp[k] for k in ("index", "maps", "d", "b", "grad_x"))
 
     def forward(dtype=None):
         dd, bb = (d, b) if dtype is None else (d.astype(dtype), b.astype(dtype))
-        return pdscan.scan(index, dd, bb, mode=mode, backend="cuda", check_index=False)
+        return pdscan.scan(index, dd, bb, maps=maps, mode=mode, backend="cuda", check_index=False)
 
     x = forward()
 
     def vjp():
-        return pdscan.scan_vjp(index, d, b, None, x, gx, mode=mode, backend="cuda", check_index=False)
+        return pdscan.scan_vjp(index, d, b, None, x, gx, maps=maps, mode=mode, backend="cuda", check_index=False)
 
     return forward, vjp
 
@@ -104,7 +117,7 @@ def main(argv=None):
     print("| S, L, N | mode | setting | forward ms | x floor | VJP ms | x floor | fwd error |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for shape in inputs:
-        elements = int(np.prod(shape))
+        elements = int(np.prod(shape[:3]))
         for mode in modes:
             for name in settings:
                 cells = []

@@ -15,7 +15,8 @@ order); --directions forward or reverse: one direction only; --lanes N (64 by de
 up to 32 runs one consumer warp); --dictionary K: the maps form with K maps; --vjp: the
 VJP too (its carry through the same scan, writing grad_d; then the first step's
 kernel), against the reference; --grad-d-apart: the VJP's grad_d from its element-wise
-kernel instead.
+kernel instead.  Gather mode's chunk summaries follow paths (pdscan_pipe_chase.cuh);
+PDSCAN_CUDA_PIPE_CHASE=0 runs them through the exchange instead.
 docs/benchmarks.md has the results.
 """
 

@@ -35,26 +35,28 @@ MODES = ["scatter", "gather"]
 TOLERANCE = {np.complex64: 1e-5, np.float32: 1e-5, np.complex128: 1e-12, np.float64: 1e-12}
 
 
-#: (forced chunk length, pipelined scan, its forced tile length, its consumer warps) of
-#: each schedule the tests run
+#: (forced chunk length, pipelined scan, its forced tile length, its consumer warps,
+#: gather mode's chunk summaries by paths) of each schedule the tests run
 SCHEDULES = {
-    "auto": (None, None, None, None),           # chosen by shape: the pipelined scan for N <= 128
-    "pipe_chunks7_tiles3": (7, True, 3, None),  # pipelined: chunks of 7 steps in tiles of 3
-    "pipe_tiles5": (0, True, 5, None),          # pipelined: whole sequences, tiles of 5 steps
-    "pipe_1warp_chunks7_tiles3": (7, True, 3, 1),  # one consumer warp, two lanes a thread at N = 37
-    "pipe_4warps_tiles5": (0, True, 5, 4),      # four consumer warps, most threads idle at N = 37
-    "chunks7": (7, False, None, None),          # team kernels, three launches: summaries, their scan, a replay
-    "sequences": (0, False, None, None),        # team kernels: one team walks a whole sequence
+    "auto": (None, None, None, None, True),              # chosen by shape: the pipelined scan for N <= 128
+    "pipe_chunks7_tiles3": (7, True, 3, None, True),     # pipelined: chunks of 7 steps in tiles of 3
+    "pipe_tiles5": (0, True, 5, None, True),             # pipelined: whole sequences, tiles of 5 steps
+    "pipe_1warp_chunks7_tiles3": (7, True, 3, 1, True),  # one consumer warp, two lanes a thread at N = 37
+    "pipe_4warps_tiles5": (0, True, 5, 4, True),         # four consumer warps, most threads idle at N = 37
+    "pipe_exchange_summaries_chunks9_tiles7": (9, True, 7, None, False),  # gather summaries step by step
+    "chunks7": (7, False, None, None, True),             # team kernels, three launches: summaries, their scan, a replay
+    "sequences": (0, False, None, None, True),           # team kernels: one team walks a whole sequence
 }
 
 
 @pytest.fixture(params=list(SCHEDULES))
 def schedule(request, monkeypatch):
-    chunk, pipe, tile, consumer_warps = SCHEDULES[request.param]
+    chunk, pipe, tile, consumer_warps, chase = SCHEDULES[request.param]
     monkeypatch.setattr(_launch, "force_chunk_len", chunk)
     monkeypatch.setattr(_launch, "use_pipe", pipe)
     monkeypatch.setattr(_launch, "force_tile_len", tile)
     monkeypatch.setattr(_launch, "pipe_consumer_warps", consumer_warps)
+    monkeypatch.setattr(_launch, "pipe_chase", chase)
     return request.param
 
 
@@ -295,11 +297,14 @@ def test_more_than_2_to_the_31_elements():
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("chunk, tile", [(2, None), (8, 3), (33, 5), (None, None)])
 @pytest.mark.parametrize("consumer_warps", [None, 1])
-def test_pipelined_scan_with_hundreds_of_chunks(mode, chunk, tile, consumer_warps, monkeypatch):
+@pytest.mark.parametrize("chase", [True, False])
+def test_pipelined_scan_with_hundreds_of_chunks(mode, chunk, tile, consumer_warps, chase, monkeypatch):
     """Few sequences cut into hundreds or thousands of chunks (their summaries'
     scan chunked again, recursively), tiles that divide no chunk, a short last one;
-    the VJP, whose carry runs through the same scan (conjugated, in the adjoint's kind)."""
+    the VJP, whose carry runs through the same scan (conjugated, in the adjoint's kind);
+    gather kind's summaries by paths and through the exchange (``pipe_chase``)."""
     monkeypatch.setattr(_launch, "use_pipe", True)
+    monkeypatch.setattr(_launch, "pipe_chase", chase)
     monkeypatch.setattr(_launch, "force_chunk_len", chunk)
     monkeypatch.setattr(_launch, "force_tile_len", tile)
     monkeypatch.setattr(_launch, "pipe_consumer_warps", consumer_warps)
@@ -423,7 +428,8 @@ def test_pipelined_scan_takes_unaligned_and_narrow_inputs(monkeypatch):
 @pytest.mark.parametrize("defines", [{"PD_PIPE_PRODUCERS": "2"}, {"PD_PIPE_PRODUCERS": "1", "PD_PIPE_STAGES": "4"}])
 def test_pipelined_scan_with_other_producer_counts(defines, monkeypatch):
     """Other PD_PIPE_PRODUCERS and PD_PIPE_STAGES (compile-time defines; 3 and 6 by
-    default): other slot owners and barrier counts, chunked and not, both modes."""
+    default): other slot owners and barrier counts, chunked and not, both modes, and
+    the VJP."""
     from pdscan.backends.cupy_cuda import _kernels
 
     saved = dict(_kernels.DEFINES)
@@ -438,6 +444,7 @@ def test_pipelined_scan_with_other_producer_counts(defines, monkeypatch):
             for mode in MODES:
                 got, want = forward_both(host, mode=mode, reverse=chunk > 0)
                 assert rel_err(got, want) <= 1e-5
+                assert_vjp_matches(host, True, 1e-4, mode=mode, reverse=chunk == 0)
     finally:
         _kernels.set_defines(saved)
 

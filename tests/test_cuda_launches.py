@@ -182,6 +182,31 @@ def test_every_launch_passes_what_its_kernel_declares(backend, schedule, mode, r
 
 
 @pytest.mark.parametrize("mode", ["scatter", "gather"])
+@pytest.mark.parametrize("pipe_chase", [True, False])
+def test_gather_summaries_follow_paths_unless_told_not_to(backend, mode, pipe_chase, monkeypatch):
+    """The chunk summaries of gather kind (gather mode's forward, scatter mode's VJP
+    carry) run as the pipelined scan's "chase" kind, or as "gather" with ``pipe_chase``
+    False; the replays, and every scan of scatter kind, are never chased."""
+    monkeypatch.setattr(backend.launch, "pipe_chase", pipe_chase)
+    monkeypatch.setattr(backend.launch, "force_chunk_len", 9)
+    kinds = backend.kernels.PIPE_KINDS
+
+    def launched():  # (kind, writes summaries) of each pipelined scan
+        names = [n for n in backend.recorder.calls if n.startswith("pd::pd_scan_pipe<")]
+        return {(int(n.split(", ")[2]), n.split(", ")[6] == "true") for n in names}
+
+    gather_kind = {(kinds["chase"] if pipe_chase else kinds["gather"], True), (kinds["gather"], False)}
+    scatter_kind = {(kinds["scatter"], True), (kinds["scatter"], False)}
+    rng = np.random.default_rng(0)
+    p = problem(rng, 3, 45, 64, mode=mode)
+    x = backend.backend.forward(p)
+    assert launched() == (gather_kind if mode == "gather" else scatter_kind)
+    backend.recorder.calls.clear()
+    backend.backend.vjp(p, x, random_values(rng, x.shape, x.dtype).view(DeviceArray), conjugate=True)
+    assert launched() == (gather_kind if mode == "scatter" else scatter_kind)
+
+
+@pytest.mark.parametrize("mode", ["scatter", "gather"])
 @pytest.mark.parametrize("K", [None, 3])
 def test_the_vjp_with_grad_d_apart_passes_what_its_kernels_declare(backend, mode, K, monkeypatch):
     """``vjp_fuse_grad_d`` False: the carry's scan without GRAD_D, then the element-wise pass."""
@@ -225,14 +250,14 @@ VALUE_TYPES = {"complex64": 8, "complex128": 16, "float32": 4}
 def test_the_pipelined_scans_shared_memory_is_its_layouts_size(backend, tmp_path, monkeypatch):
     """The launcher's mirror (``_launch.pipe_smem``) against the kernel's ``pipe_smem``
     struct, built into a host program: every value size, index words of 1 and 8 bytes
-    and the dictionary form, both kinds, the summaries (TRACK) and the VJP's GRAD_D,
+    and the dictionary form, every kind, the summaries (TRACK) and the VJP's GRAD_D,
     each consumer shape, tiles of 1, 7 and 64 steps.  A launch given less than the
     layout would let the kernel address shared memory past its allocation."""
     K = backend.kernels
     cases, instances = [], []
     for value, itemsize in VALUE_TYPES.items():
         for width, maps in ((1, False), (8, False), (4, True)):
-            for kind in ("scatter", "gather"):
+            for kind in ("scatter", "gather", "chase"):
                 for track, grad_d in ((False, False), (True, False), (False, True)):
                     for N, cw in ((5, 1), (33, 2), (100, 2), (128, 1), (70, 4)):
                         cw, e = K.pipe_shape(N, cw)

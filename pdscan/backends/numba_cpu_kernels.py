@@ -129,7 +129,7 @@ def _flush_tiny(v, tiny):
 def _forward_span(table, selectors, use_maps, d, b, scatter, s, lo, hi, forward, state, tmp, out):
     """Steps at positions [lo, hi) of sequence s from ``state``; each step writes its
     output row and the next step reads it back from cache (no state copies)."""
-    L, N = d.shape[1], d.shape[2]
+    L = d.shape[1]
     prev = state
     for k in range(lo, hi):
         t = _time(k, forward, L)

@@ -80,6 +80,10 @@ DEFINES = dict((flag.split("=", 1) + ["1"])[:2] for flag in os.environ.get("PDSC
 #: tiles that its producer warps fill
 PIPE_SHAPES = ((1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (4, 1))
 PIPE_MAX_N = 128
+#: the pipelined scan's kinds: gather mode exchanges the state at every step, as
+#: scatter mode does; its chunk summaries may instead follow each lane's path back
+#: through a tile ("chase", pdscan_pipe_chase.cuh: summaries only)
+PIPE_KINDS = {"scatter": 0, "gather": 1, "chase": 2}
 PIPE_SCATTER_PLANES = 8  # RCAP in pdscan_pipe_producer.cuh: a row's sources exchanged at fixed places
 
 
@@ -103,7 +107,7 @@ def pipe_name(value: str, index_width: int, kind: str, maps: bool, e: int, cw: i
               grad_d: bool = False) -> str:
     """The pipelined scan (producer and consumer warps per sequence or chunk); with
     ``grad_d``, the carry of a VJP that writes grad_d too."""
-    return (f"pd::pd_scan_pipe<{VALUE_TYPES[value]}, {index_width}, {KINDS[kind]}, "
+    return (f"pd::pd_scan_pipe<{VALUE_TYPES[value]}, {index_width}, {PIPE_KINDS[kind]}, "
             f"{'true' if maps else 'false'}, {e}, {cw}, {'true' if track else 'false'}, "
             f"{'true' if grad_d else 'false'}>")
 
@@ -143,6 +147,8 @@ def all_names(*, every_e: bool = False):
                     if pe == e and (every_e or (value == "complex64" and width == 4)
                                     or (cw, pe) in default_pipe_shapes):
                         names.add(pipe_name(value, width, kind, maps, e, cw, track))
+                        if track and kind == "gather":  # the summaries by paths
+                            names.add(pipe_name(value, width, "chase", maps, e, cw, track))
                         if not track:  # the VJP's carry, writing grad_d
                             names.add(pipe_name(value, width, kind, maps, e, cw, track, grad_d=True))
                 if not track:
@@ -154,7 +160,8 @@ def all_names(*, every_e: bool = False):
     return sorted(names)
 
 
-HEADERS = ("pdscan_common.cuh", "pdscan_pipe_producer.cuh", "pdscan_pipe_planes.cuh")  # in include order
+HEADERS = ("pdscan_common.cuh", "pdscan_pipe_producer.cuh", "pdscan_pipe_planes.cuh",
+           "pdscan_pipe_chase.cuh")  # in include order
 
 
 def source() -> str:

@@ -5,8 +5,10 @@ block per sequence whose producer warps stage the inputs and decode the index
 while its consumer warps run the recurrence; fewer sequences than about half the
 multiprocessors are cut into chunks of time as below.  The VJP for N <= 128
 (``_launch_grads.run_vjp_pipe``): the same scan run on the adjoint recurrence for
-the carry (writing grad_d as it goes), and small kernels for the
-rest (pdscan_vjp.cu).  Everything else (N over 128) runs the team kernels of
+the carry (writing grad_d as it goes), and small kernels for the rest
+(pdscan_vjp.cu).  The chunk summaries of gather kind follow each lane's path back
+through a tile instead of exchanging the state (pdscan_pipe_chase.cuh,
+``pipe_chase``).  Everything else (N over 128) runs the team kernels of
 pdscan_kernels.cu on one of two schedules (``plan``):
 
 * **sequences**: one team (thread block) per sequence walks all of time: one pass
@@ -49,6 +51,10 @@ force_tile_len: int | None = None
 #: default)
 pipe_consumer_warps: int | None = (int(os.environ["PDSCAN_CUDA_PIPE_CONSUMER_WARPS"])
                                    if os.environ.get("PDSCAN_CUDA_PIPE_CONSUMER_WARPS") else None)
+#: gather mode's chunk summaries follow each lane's path back through a tile (kind
+#: "chase", pdscan_pipe_chase.cuh) instead of exchanging the state at every step (kind
+#: "gather"); measured on the H200 (docs/benchmarks.md, "Chunk summaries by paths")
+pipe_chase: bool = os.environ.get("PDSCAN_CUDA_PIPE_CHASE", "1") not in ("", "0")
 #: the VJP through the pipelined scan (``_launch_grads.run_vjp_pipe``): None where it
 #: applies (and ``use_pipe`` allows), False never (the team kernels' fused VJP)
 pipe_vjp: bool | None = None
@@ -308,11 +314,21 @@ def pipe_plan(S, L):
     return _cut_time(S, L, int(PIPE_BLOCKS_PER_SM * sms), PIPE_MIN_CHUNK, max(1, math.ceil(PIPE_CUT_BELOW * sms)))
 
 
+def summary_kind(kind):
+    """The pipelined scan's kind (``K.PIPE_KINDS``) for the chunk summaries of a scan
+    of ``kind``."""
+    return "chase" if kind == "gather" and pipe_chase else kind
+
+
 def _pipe_rows(ix, itemsize, kind, N):
-    """(lanes per row NB, d/b row pitch, a step's table) in bytes, as in pdscan_pipe.cu."""
+    """(lanes per row NB, d/b row pitch, a step's table) in bytes, as in pdscan_pipe.cu;
+    ``kind`` one of ``K.PIPE_KINDS``."""
     cw, e = K.pipe_shape(N, pipe_consumer_warps)
     nb, w = -(-N // e) * e, cw * e
-    table = _round16(4 * nb) if kind == "gather" else _round16(_round16(2 * nb) + 4 * w * nb + 4 * w)
+    if kind == "scatter":
+        table = _round16(_round16(2 * nb) + 4 * w * nb + 4 * w)
+    else:
+        table = _round16(4 * nb) if kind == "gather" else 0  # "chase": no tables
     return nb, _round16(itemsize * nb), table
 
 
@@ -327,9 +343,9 @@ def pipe_smem(ix, itemsize, kind, track, N, tile, grad_d=False):
     if ix.uses_maps:
         smem += r16(4 * ix.k * N) + table * (ix.k + 1) + (r16(ix.k + 1) if kind == "scatter" else 0)
     # two halves; scatter: K.PIPE_SCATTER_PLANES planes of nb rows and nb lane entries
-    exchange = r16(itemsize * (nb + 2 if kind == "gather" else (K.PIPE_SCATTER_PLANES + 1) * nb))
+    exchange = r16(itemsize * (nb + 2 if kind != "scatter" else (K.PIPE_SCATTER_PLANES + 1) * nb))
     smem += 2 * exchange
-    if track and kind == "gather":
+    if track and kind != "scatter":
         smem += 2 * exchange + 2 * r16(4 * (nb + 2))
     return smem
 
@@ -363,7 +379,9 @@ def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
     tile = pipe_tile(ix, d.itemsize, kind, N, chunk, S * chunks, fused)
     limit = _attr("MaxSharedMemoryPerBlockOptin")
     smem = pipe_smem(ix, d.itemsize, kind, False, N, tile, grad_d=fused)
-    smem_summaries = pipe_smem(ix, d.itemsize, kind, True, N, tile) if chunks > 1 else 0
+    # (the same tile by paths takes less shared memory than one of "gather")
+    kind_summaries = summary_kind(kind)
+    smem_summaries = pipe_smem(ix, d.itemsize, kind_summaries, True, N, tile) if chunks > 1 else 0
     if max(smem, smem_summaries) > limit:
         return False
     index_row = 4 if ix.uses_maps else ix.width * N
@@ -380,8 +398,8 @@ def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
     if chunks > 1:
         # the summaries of every chunk but the last, then their scan into each chunk's start
         summaries = _summaries(S, chunks, N, d.dtype)
-        _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, cw, True), S * (chunks - 1), K.pipe_threads(cw),
-                smem_summaries,
+        _launch(K.pipe_name(value, ix.width, kind_summaries, ix.uses_maps, e, cw, True), S * (chunks - 1),
+                K.pipe_threads(cw), smem_summaries,
                 inputs + (NULL, _i64(0), NULL, NULL, _i64(0)) + summaries + NO_GRAD_D
                 + (_i32(L), _i32(N), _i32(chunk), _i32(chunks - 1), _i32(chunks), _i32(tile), _i32(flags)))
         chain = _chain(value, kind, summaries, x0, x0_stride, flags & K.F_DETERMINISTIC | K.F_SIGNED_INDEX)

@@ -38,56 +38,27 @@
 // a scatter-mode VJP) grad_d = (the state it gathered) x_prev; in the scatter kind (of a
 // gather-mode VJP) grad_d = (the state at the lane before the step) x_prev[sigma].  No
 // F_PRE_ADD.
+//
+// CHASE, a third kind for gather mode's chunk summaries (TRACK): the consumers follow
+// each lane's path back through a tile instead of exchanging the state at every step
+// (pdscan_pipe_chase.cuh); the producers only copy (and conjugate), with no tables.
 #include "pdscan_common.cuh"
 #include "pdscan_pipe_producer.cuh"
 #include "pdscan_pipe_planes.cuh"
+#include "pdscan_pipe_chase.cuh"
 
 namespace pd {
-
-// slots: tile j in j % PIPE_STAGES, from producer j % PIPE_PRODUCERS (a divisor of
-// PIPE_STAGES); 2 + 2 PIPE_STAGES named barriers of the 16.  Defines for experiments.
-#ifndef PD_PIPE_STAGES
-#define PD_PIPE_STAGES 6
-#endif
-#ifndef PD_PIPE_PRODUCERS
-#define PD_PIPE_PRODUCERS 3
-#endif
-constexpr int PIPE_STAGES = PD_PIPE_STAGES;
-constexpr int PIPE_PRODUCERS = PD_PIPE_PRODUCERS;
-static_assert(PIPE_STAGES % PIPE_PRODUCERS == 0 && PIPE_STAGES / PIPE_PRODUCERS >= 2 && 2 + 2 * PIPE_STAGES <= 16,
-              "each producer owns at least two slots; the barriers fit in 16");
-
-// FULL and EMPTY pair the CW consumer warps with one producer warp
-template <int CW>
-__device__ __forceinline__ void named_sync(int id) {
-  asm volatile("bar.sync %0, %1;" ::"r"(id), "n"(32 * (CW + 1)) : "memory");
-}
-template <int CW>
-__device__ __forceinline__ void named_arrive(int id) {
-  asm volatile("bar.arrive %0, %1;" ::"r"(id), "n"(32 * (CW + 1)) : "memory");
-}
-__device__ __forceinline__ int full_barrier(int slot) { return 1 + slot; }
-__device__ __forceinline__ int empty_barrier(int slot) { return 1 + PIPE_STAGES + slot; }
-constexpr int STEP_BARRIER = 1 + 2 * PIPE_STAGES;
-// The consumer warps' barrier between writing the exchange and reading it
-template <int CW>
-__device__ __forceinline__ void consumer_sync() {
-  if (CW == 1) {
-    __syncwarp();
-  } else {
-    asm volatile("bar.sync %0, %1;" ::"n"(STEP_BARRIER), "n"(32 * CW) : "memory");
-  }
-}
 
 // Shared memory of a block, mirrored by the launcher's pipe_smem().  Rows of lanes
 // are NB = N rounded up to E entries, their pitch a multiple of 16 bytes.
 //   slot (PIPE_STAGES): [index words | d rows | b rows | GRAD_D: x_prev rows | gather: offsets rows
+//                        | chase: no tables
 //                        | scatter: rows of where each lane stores (u16), bit-set rows (W words),
 //                                   invalid lanes (W words) | terms]
 //   [maps K N] [their tables, K + 1 entries (entry K: a selector out of range)]
-//   [exchange, 2 halves: gather: NB + 2 entries (NB stays 0, NB + 1 NaN);
+//   [exchange, 2 halves: gather, chase: NB + 2 entries (NB stays 0, NB + 1 NaN);
 //                        scatter: RCAP planes of NB rows, NB lane entries (zero between steps)]
-//   [tracking (gather summaries): 2 x (NB + 2) values, 2 x (NB + 2) lanes]
+//   [tracking (gather and chase summaries): 2 x (NB + 2) values, 2 x (NB + 2) lanes]
 template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK, bool GRAD_D>
 struct pipe_smem {
   static constexpr int VALUE_ROWS = GRAD_D ? 3 : 2;  // d, b (and x_prev) rows of a step
@@ -110,8 +81,9 @@ struct pipe_smem {
     NB = (N + E - 1) / E * E;
     values_pitch = (int)round16((long long)sizeof(T) * NB);
     // a step's table: gather: offsets; scatter: where each lane stores, bit sets, lanes out of range
-    step_table_bytes =
-        (int)(KIND == GATHER ? round16(4LL * NB) : round16(scatter_masks_at(NB) + 4LL * W * NB + 4LL * W));
+    step_table_bytes = (int)(KIND == GATHER  ? round16(4LL * NB)
+                             : KIND == CHASE ? 0
+                                             : round16(scatter_masks_at(NB) + 4LL * W * NB + 4LL * W));
     index_bytes = (int)round16(MAPS ? 4LL * tile_len : (long long)IW * tile_len * N);
     values_bytes = values_pitch * tile_len;
     slot_bytes = index_bytes + VALUE_ROWS * values_bytes;
@@ -122,12 +94,12 @@ struct pipe_smem {
     map_tables = p + round16(4LL * K * N);
     if (MAPS) p = map_tables + step_table_bytes * (K + 1) + (KIND == SCATTER ? round16(K + 1) : 0);
     exchange = p;
-    exchange_entries = KIND == GATHER ? NB + 2 : (int)scatter_exchange_entries(NB);
+    exchange_entries = KIND != SCATTER ? NB + 2 : (int)scatter_exchange_entries(NB);
     exchange_stride = (int)round16((long long)sizeof(T) * exchange_entries);
     p += 2 * exchange_stride;
     track_d = p;
     track_s = p + 2 * exchange_stride;
-    if (TRACK && KIND == GATHER) p += 2 * exchange_stride + 2 * round16(4LL * (NB + 2));  // gather: NB + 2 entries
+    if (TRACK && KIND != SCATTER) p += 2 * exchange_stride + 2 * round16(4LL * (NB + 2));  // NB + 2 entries
     end = p;
   }
   __device__ unsigned char* slot(int s) const { return slots + s * slot_bytes; }
@@ -158,6 +130,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     T* __restrict__ grad_d, long long grad_d_stride,
     int L, int N, int chunk_len, int units_per_seq, int chunks, int tile_len, int flags) {
   static_assert(!GRAD_D || !TRACK, "GRAD_D: a scan that writes x");
+  static_assert(KIND != CHASE || TRACK, "CHASE: the summaries of gather mode only");
   typedef typename index_word<IW>::type word;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   typedef pipe_smem<T, IW, KIND, MAPS, E, CW, TRACK, GRAD_D> smem_layout;
@@ -181,9 +154,9 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
   const int XE = sm.exchange_entries;
   for (int i = threadIdx.x; i < 2 * XE; i += blockDim.x) {
     T* half = (T*)(sm.exchange + (i / XE) * sm.exchange_stride);
-    half[i % XE] = KIND == GATHER && (i % XE) == NB + 1 ? nan_of(T()) : T();
+    half[i % XE] = KIND != SCATTER && (i % XE) == NB + 1 ? nan_of(T()) : T();
   }
-  if (TRACK && KIND == GATHER) {
+  if (TRACK && KIND != SCATTER) {
     for (int i = threadIdx.x; i < 2 * (NB + 2); i += blockDim.x) {
       const int at = i % (NB + 2), half = i / (NB + 2);
       ((T*)(sm.track_d + half * sm.exchange_stride))[at] = at == NB + 1 ? nan_of(T()) : T();
@@ -221,7 +194,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
   };
   if (warp >= CW)
     for (int m = 0; m < OWN - 1; ++m) issue(producer + PIPE_PRODUCERS * m);
-  if (MAPS && warp == CW) {
+  if (MAPS && warp == CW && KIND != CHASE) {
     // entry K: every lane out of range (a selector out of range); the launcher
     // made the dictionary's out-of-range entries -1
     auto entry = [&](int k, int lane) { return k < K ? sm.maps[k * N + lane] : -1; };
@@ -241,7 +214,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
         conj_rows(sm.d(sl), sm.values_pitch, rows, N, lane_id);
         if (GRAD_D) conj_rows(sm.x_prev(sl), sm.values_pitch, rows, N, lane_id);
       }
-      if (!MAPS) {
+      if (!MAPS && KIND != CHASE) {
         const word* index = sm.index(sl);
         auto decoded = [&](int r, int lane) { return lane_of<IW>(index[r * N + lane], is_signed, N); };
         write_tables<T, KIND, W>(decoded, rows, sm.table(sl, 0), sm.step_table_bytes, sm.terms(sl), N, NB, lane_id);
@@ -314,7 +287,9 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
   }
   auto shared_at = [&](int offset) -> const T& { return *(const T*)(smem_raw + offset); };
 
-  for (int j = 0; j < tiles; ++j) {
+  if constexpr (KIND == CHASE) {
+    chase_summary<T, IW, MAPS, E, CW>(sm, tiles, tile_at, rev, is_signed, N, K, own, x, track_s, track_d);
+  } else for (int j = 0; j < tiles; ++j) {
     const int sl = j % PIPE_STAGES;
     long long t_lo;
     const int rows = tile_at(j, t_lo);

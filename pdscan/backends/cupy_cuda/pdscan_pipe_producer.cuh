@@ -1,11 +1,47 @@
 // The pipelined scan's producer side (pdscan_pipe.cu): copies of a tile's inputs
 // into shared memory, and the step tables the consumers read (gather: each lane's
 // source; scatter: where each lane's term goes, with bit sets for crowded steps).
-// Also the vector accesses both sides use.
+// Also the ring of slots with the barriers between the two sides, and the vector
+// accesses both sides use.
 #pragma once
 #include "pdscan_common.cuh"
 
 namespace pd {
+
+// slots: tile j in j % PIPE_STAGES, from producer j % PIPE_PRODUCERS (a divisor of
+// PIPE_STAGES); 2 + 2 PIPE_STAGES named barriers of the 16.  Defines for experiments.
+#ifndef PD_PIPE_STAGES
+#define PD_PIPE_STAGES 6
+#endif
+#ifndef PD_PIPE_PRODUCERS
+#define PD_PIPE_PRODUCERS 3
+#endif
+constexpr int PIPE_STAGES = PD_PIPE_STAGES;
+constexpr int PIPE_PRODUCERS = PD_PIPE_PRODUCERS;
+static_assert(PIPE_STAGES % PIPE_PRODUCERS == 0 && PIPE_STAGES / PIPE_PRODUCERS >= 2 && 2 + 2 * PIPE_STAGES <= 16,
+              "each producer owns at least two slots; the barriers fit in 16");
+
+// FULL and EMPTY pair the CW consumer warps with one producer warp
+template <int CW>
+__device__ __forceinline__ void named_sync(int id) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "n"(32 * (CW + 1)) : "memory");
+}
+template <int CW>
+__device__ __forceinline__ void named_arrive(int id) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "n"(32 * (CW + 1)) : "memory");
+}
+__device__ __forceinline__ int full_barrier(int slot) { return 1 + slot; }
+__device__ __forceinline__ int empty_barrier(int slot) { return 1 + PIPE_STAGES + slot; }
+constexpr int STEP_BARRIER = 1 + 2 * PIPE_STAGES;
+// The consumer warps' barrier between writing the exchange and reading it
+template <int CW>
+__device__ __forceinline__ void consumer_sync() {
+  if (CW == 1) {
+    __syncwarp();
+  } else {
+    asm volatile("bar.sync %0, %1;" ::"n"(STEP_BARRIER), "n"(32 * CW) : "memory");
+  }
+}
 
 constexpr unsigned char WALK_MASKS = 0xff;  // a step's `terms`: use the bit sets
 
