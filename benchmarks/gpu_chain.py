@@ -8,7 +8,7 @@ setting's forward is from a complex128 run.
 A setting is a set of the launcher's knobs (``_launch``), named in SETTINGS or added with
 --add: "not cut" never cuts the summaries' scan (``CHAIN_MIN_STEPS = 0``), a number cuts
 it into chunks of about that number times sqrt(C) steps (``CHAIN_CHUNK_SCALE``).  A knob
-named PD_... is a kernel define (``_kernels.set_defines``), e.g. PD_CHASE_GROUP=8.  A
+named PD_... is a kernel define (``_kernels.set_defines``), e.g. PD_PIPE_STAGES=4.  A
 shape S,L,N,K is the dictionary form.  The
 settings are timed in interleaved rounds (the median and min-max of the rounds), so they
 share the machine's drift.  Error: the largest difference from the complex128 forward
@@ -49,11 +49,12 @@ def use(settings):
         if k.startswith("PD_"):
             defines[k] = v
             continue
-        kind = type(KNOBS[k])
-        if KNOBS[k] is None or k == "pipe_consumer_warps":  # a count, or None for the default
+        if k == "pipe_consumer_warps":  # a count, or None (0) for the default
             value = None if str(v) in ("", "0", "None") else int(v)
+        elif isinstance(KNOBS[k], bool):
+            value = str(v) in ("1", "True", "true")
         else:
-            value = str(v) in ("1", "True", "true") if kind is bool else kind(v)
+            value = type(KNOBS[k])(v)
         setattr(_launch, k, value)
     if defines != _kernels.DEFINES:
         _kernels.set_defines(defines)
