@@ -319,6 +319,34 @@ def test_pipelined_scan_with_hundreds_of_chunks(mode, chunk, tile, consumer_warp
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_chunked_results_do_not_depend_on_the_tiles(mode, monkeypatch):
+    """With the chunks fixed, the forward (both directions) and the VJP come out bit for
+    bit the same for any tile length and consumer warps: every step keeps the order of
+    its sums, and gather kind's summaries follow each lane's path through its whole
+    chunk, not tile by tile.  Gather mode's forward and scatter mode's VJP (its carry is
+    of gather kind) take those summaries."""
+    monkeypatch.setattr(_launch, "use_pipe", True)
+    monkeypatch.setattr(_launch, "deterministic", True)
+    monkeypatch.setattr(_launch, "force_chunk_len", 33)
+    rng = np.random.default_rng()
+    host = inputs(rng, (2,), 701, 64, np.complex64)
+    runs = []
+    for tile, consumer_warps in ((3, None), (5, 1), (None, None)):
+        monkeypatch.setattr(_launch, "force_tile_len", tile)
+        monkeypatch.setattr(_launch, "pipe_consumer_warps", consumer_warps)
+        run = []
+        for reverse in (False, True):
+            got, want = forward_both(host, mode=mode, reverse=reverse)
+            assert rel_err(got, want) <= 1e-5
+            run.append(got)
+        run += [g for g in vjp_both(host, True, mode=mode)[0] if g is not None]
+        runs.append(run)
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("pipe_vjp", [None, False])
 def test_vjp_takes_the_pipelined_scan_where_it_applies(mode, pipe_vjp, monkeypatch):
     """Up to N = 128 the VJP's carry runs through the pipelined scan (one step short of

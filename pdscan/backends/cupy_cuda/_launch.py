@@ -7,7 +7,7 @@ multiprocessors are cut into chunks of time as below.  The VJP for N <= 128
 (``_launch_grads.run_vjp_pipe``): the same scan run on the adjoint recurrence for
 the carry (writing grad_d as it goes), and small kernels for the rest
 (pdscan_vjp.cu).  The chunk summaries of gather kind follow each lane's path back
-through a tile instead of exchanging the state (pdscan_pipe_chase.cuh,
+through its chunk instead of exchanging the state (pdscan_pipe_chase.cuh,
 ``pipe_chase``).  Everything else (N over 128) runs the team kernels of
 pdscan_kernels.cu on one of two schedules (``plan``):
 
@@ -342,10 +342,12 @@ def pipe_smem(ix, itemsize, kind, track, N, tile, grad_d=False):
     smem = K.PIPE_STAGES * slot
     if ix.uses_maps:
         smem += r16(4 * ix.k * N) + table * (ix.k + 1) + (r16(ix.k + 1) if kind == "scatter" else 0)
-    # two halves; scatter: K.PIPE_SCATTER_PLANES planes of nb rows and nb lane entries
-    exchange = r16(itemsize * (nb + 2 if kind != "scatter" else (K.PIPE_SCATTER_PLANES + 1) * nb))
+    # two halves; scatter: K.PIPE_SCATTER_PLANES planes of nb rows and nb lane entries;
+    # chase: none (its lanes follow their paths without an exchange)
+    entries = {"gather": nb + 2, "chase": 0, "scatter": (K.PIPE_SCATTER_PLANES + 1) * nb}[kind]
+    exchange = r16(itemsize * entries)
     smem += 2 * exchange
-    if track and kind != "scatter":
+    if track and kind == "gather":
         smem += 2 * exchange + 2 * r16(4 * (nb + 2))
     return smem
 
@@ -379,7 +381,7 @@ def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
     tile = pipe_tile(ix, d.itemsize, kind, N, chunk, S * chunks, fused)
     limit = _attr("MaxSharedMemoryPerBlockOptin")
     smem = pipe_smem(ix, d.itemsize, kind, False, N, tile, grad_d=fused)
-    # (the same tile by paths takes less shared memory than one of "gather")
+    # (the summaries by paths take less shared memory than those of "gather")
     kind_summaries = summary_kind(kind)
     smem_summaries = pipe_smem(ix, d.itemsize, kind_summaries, True, N, tile) if chunks > 1 else 0
     if max(smem, smem_summaries) > limit:

@@ -51,6 +51,28 @@ template <typename R>
 __device__ __forceinline__ complex_t<R> add(complex_t<R> a, complex_t<R> b) {
   return {a.re + b.re, a.im + b.im};
 }
+// A value's type in double precision (complex stays complex) and the conversions to
+// and from it: the paths of pdscan_pipe_chase.cuh sum hundreds of weighted terms there.
+template <typename T>
+struct in_double {
+  typedef double type;
+};
+template <typename R>
+struct in_double<complex_t<R>> {
+  typedef complex_t<double> type;
+};
+__device__ __forceinline__ double to_double(float a) { return a; }
+__device__ __forceinline__ double to_double(double a) { return a; }
+template <typename R>
+__device__ __forceinline__ complex_t<double> to_double(complex_t<R> a) {
+  return {a.re, a.im};
+}
+__device__ __forceinline__ void from_double(float& to, double a) { to = (float)a; }
+__device__ __forceinline__ void from_double(double& to, double a) { to = a; }
+template <typename R>
+__device__ __forceinline__ void from_double(complex_t<R>& to, complex_t<double> a) {
+  to = {(R)a.re, (R)a.im};
+}
 __device__ __forceinline__ float conj_if(float a, bool) { return a; }
 __device__ __forceinline__ double conj_if(double a, bool) { return a; }
 template <typename R>

@@ -40,8 +40,9 @@
 // F_PRE_ADD.
 //
 // CHASE, a third kind for gather mode's chunk summaries (TRACK): the consumers follow
-// each lane's path back through a tile instead of exchanging the state at every step
-// (pdscan_pipe_chase.cuh); the producers only copy (and conjugate), with no tables.
+// each lane's path back through the unit instead of exchanging the state at every step
+// (pdscan_pipe_chase.cuh); the producers copy its tiles last first (and conjugate),
+// with no tables.
 #include "pdscan_common.cuh"
 #include "pdscan_pipe_producer.cuh"
 #include "pdscan_pipe_planes.cuh"
@@ -56,9 +57,10 @@ namespace pd {
 //                        | scatter: rows of where each lane stores (u16), bit-set rows (W words),
 //                                   invalid lanes (W words) | terms]
 //   [maps K N] [their tables, K + 1 entries (entry K: a selector out of range)]
-//   [exchange, 2 halves: gather, chase: NB + 2 entries (NB stays 0, NB + 1 NaN);
-//                        scatter: RCAP planes of NB rows, NB lane entries (zero between steps)]
-//   [tracking (gather and chase summaries): 2 x (NB + 2) values, 2 x (NB + 2) lanes]
+//   [exchange, 2 halves: gather: NB + 2 entries (NB stays 0, NB + 1 NaN);
+//                        scatter: RCAP planes of NB rows, NB lane entries (zero between steps);
+//                        chase: none]
+//   [tracking (gather summaries): 2 x (NB + 2) values, 2 x (NB + 2) lanes]
 template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK, bool GRAD_D>
 struct pipe_smem {
   static constexpr int VALUE_ROWS = GRAD_D ? 3 : 2;  // d, b (and x_prev) rows of a step
@@ -94,12 +96,12 @@ struct pipe_smem {
     map_tables = p + round16(4LL * K * N);
     if (MAPS) p = map_tables + step_table_bytes * (K + 1) + (KIND == SCATTER ? round16(K + 1) : 0);
     exchange = p;
-    exchange_entries = KIND != SCATTER ? NB + 2 : (int)scatter_exchange_entries(NB);
+    exchange_entries = KIND == GATHER ? NB + 2 : KIND == CHASE ? 0 : (int)scatter_exchange_entries(NB);
     exchange_stride = (int)round16((long long)sizeof(T) * exchange_entries);
     p += 2 * exchange_stride;
     track_d = p;
     track_s = p + 2 * exchange_stride;
-    if (TRACK && KIND != SCATTER) p += 2 * exchange_stride + 2 * round16(4LL * (NB + 2));  // NB + 2 entries
+    if (TRACK && KIND == GATHER) p += 2 * exchange_stride + 2 * round16(4LL * (NB + 2));  // NB + 2 entries
     end = p;
   }
   __device__ unsigned char* slot(int s) const { return slots + s * slot_bytes; }
@@ -144,19 +146,25 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
   const int count = min(L, p0 + chunk_len) - p0;
   const int tiles = (count + tile_len - 1) / tile_len;
   const bool rev = flags & F_REVERSE, is_signed = flags & F_SIGNED_INDEX, conj_d = flags & F_CONJ;
-  // tile j: `rows` steps whose first row in memory is time t_lo
+  // tile j: `rows` steps whose first row in memory is time t_lo.  The unit's steps lie
+  // at times lo .. lo + count - 1; the tiles come in the recurrence's order, except for
+  // CHASE, which walks the paths back from the unit's last step: going down in memory
+  // when exactly one of the two holds.  (So the last tiles CHASE reads, still in L2,
+  // are the first the replay reads.)
+  const long long lo = rev ? (long long)L - p0 - count : (long long)p0, hi = lo + count;
+  const bool down = rev != (KIND == CHASE);
   auto tile_at = [&](int j, long long& t_lo) {
     const int rows = min(tile_len, count - j * tile_len);
-    t_lo = rev ? (long long)L - p0 - j * tile_len - rows : (long long)p0 + j * tile_len;
+    t_lo = down ? hi - j * tile_len - rows : lo + j * tile_len;
     return rows;
   };
 
   const int XE = sm.exchange_entries;
   for (int i = threadIdx.x; i < 2 * XE; i += blockDim.x) {
     T* half = (T*)(sm.exchange + (i / XE) * sm.exchange_stride);
-    half[i % XE] = KIND != SCATTER && (i % XE) == NB + 1 ? nan_of(T()) : T();
+    half[i % XE] = KIND == GATHER && (i % XE) == NB + 1 ? nan_of(T()) : T();
   }
-  if (TRACK && KIND != SCATTER) {
+  if (TRACK && KIND == GATHER) {
     for (int i = threadIdx.x; i < 2 * (NB + 2); i += blockDim.x) {
       const int at = i % (NB + 2), half = i / (NB + 2);
       ((T*)(sm.track_d + half * sm.exchange_stride))[at] = at == NB + 1 ? nan_of(T()) : T();

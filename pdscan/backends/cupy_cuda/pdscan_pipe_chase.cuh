@@ -1,26 +1,28 @@
 // The chunk summaries of gather mode's pipelined scan by following paths (KIND ==
-// CHASE in pdscan_pipe.cu, always with TRACK): no exchange of the state at every step.
+// CHASE in pdscan_pipe.cu, always with TRACK): no exchange of the state.
 //
 // In gather mode x_t[i] = d_t[i] x_{t-1}[sigma_t(i)] + b_t[i]: the lane of a step
-// depends on one lane of each earlier step, its path back.  So the state after a
-// tile is the state before it taken along each lane's path back through the tile:
+// depends on one lane of each earlier step, its path back.  So the state at a
+// unit's end is the state before it taken along each lane's path back:
 //   x_end[i] = acc + prod x_start[pos],
-// where the path from (the tile's last step, i) back to its first adds each step's b
+// where the path from (the unit's last step, i) back to its first adds each step's b
 // at the path's lane times the product of the later steps' d (acc), multiplies up
-// those d (prod) and ends at lane pos.  A summary (the unit's transform and its
-// state from zero) composes each tile's paths with the unit so far: one path a
-// lane through the tile, three shared-memory loads a step, and one barrier a tile
-// instead of one a step.  The producers only copy the tiles (and conjugate d): there
-// are no step tables to build.
+// those d (prod) and ends at lane pos.  That is the unit's summary (its transform
+// pos, prod and its state from zero acc): one path a lane, three shared-memory loads
+// a step, and one barrier a tile, where the consumers free its slot.  The producers
+// hand over the tiles from the unit's last to its first and only copy them (and
+// conjugate d): there are no step tables to build.  Read in that order, the tiles the
+// replay starts with are the ones the summaries read last, so the replay finds some
+// of them in L2.
 //
 // The sums are grouped differently from the step-by-step recurrence (each b weighted
-// by a product of d rather than nested), so a summary differs from GATHER's by
-// rounding; it is fixed by the tile length, so it repeats bitwise.
+// by a product of d rather than nested) and kept in double precision, so a summary
+// differs from GATHER's by rounding; a lane's sum runs along its path whatever the
+// tiles, so it repeats bitwise for any tile length.
 //
-// Measured on the H200 (docs/benchmarks.md, "Chunk summaries by paths"): 2-5 % off
-// the forward and the scatter-mode VJP at the shapes cut in time.  The replay of the
-// chunks by paths (groups of a few steps, each step's state from its path back to
-// the group's start) was no faster than the exchange, and is not kept.
+// Measured on the H200 (docs/benchmarks.md, "Chunk summaries by paths").  The replay
+// of the chunks by paths (groups of a few steps, each step's state from its path back
+// to the group's start) was no faster than the exchange, and is not kept.
 #pragma once
 #include "pdscan_common.cuh"
 #include "pdscan_pipe_producer.cuh"
@@ -31,17 +33,22 @@ constexpr int CHASE = 2;  // the pipelined scan's kind for gather-mode summaries
 
 // A path back from some step: its value is acc + prod x[pos] in terms of the state x
 // before the steps it has gone through; ok is false once one of them named a lane
-// out of range (the value is NaN then, as the step's own would be).
+// out of range (the value is NaN then, as the step's own would be).  acc and prod are
+// kept in double precision: a path runs through a whole chunk (hundreds of steps), and
+// in the value type its product's rounding, which grows with the length, more than
+// doubled the forward's error at the shapes cut in time (docs/benchmarks.md).
 template <typename T>
 struct lane_path {
-  T acc, prod;
+  typedef typename in_double<T>::type wide;
+  wide acc, prod;
   int pos;
   bool ok;
 };
 
 template <typename T>
 __device__ __forceinline__ lane_path<T> path_from(int lane) {
-  return {T(), one_of(T()), lane >= 0 ? lane : 0, lane >= 0};
+  typedef typename lane_path<T>::wide wide;
+  return {wide(), one_of(wide()), lane >= 0 ? lane : 0, lane >= 0};
 }
 
 // one step further back, through a step whose rows are d_row, b_row and whose
@@ -49,41 +56,26 @@ __device__ __forceinline__ lane_path<T> path_from(int lane) {
 template <typename T, typename Sigma>
 __device__ __forceinline__ void path_step(lane_path<T>& p, const T* d_row, const T* b_row, const Sigma& sigma) {
   const int to = sigma(p.pos);
-  p.acc = add(p.acc, mul(p.prod, b_row[p.pos]));
-  p.prod = mul(p.prod, d_row[p.pos]);
+  p.acc = add(p.acc, mul(p.prod, to_double(b_row[p.pos])));
+  p.prod = mul(p.prod, to_double(d_row[p.pos]));
   p.ok = p.ok && to >= 0;
   p.pos = to >= 0 ? to : 0;
 }
 
-// The consumer warps' summary of a unit (tiles 0 .. tiles - 1 from the ring).  x,
-// track_s, track_d: this thread's lanes own .. own + E - 1 of the state from zero and
-// of the transform (the lane at the unit's start, the product of d), at the unit's
-// start (zero, identity) and at its end on return.
+// The consumer warps' summary of a unit: each lane's path from the unit's last step
+// back to its first, through tiles 0 .. tiles - 1 of the ring, which come in that
+// order (pdscan_pipe.cu's tile_at).  x, track_s, track_d: this thread's lanes own ..
+// own + E - 1 of the state from zero and of the transform (the lane at the unit's
+// start, the product of d), written on return.
 template <typename T, int IW, bool MAPS, int E, int CW, typename Layout, typename TileAt>
 __device__ __forceinline__ void chase_summary(const Layout& sm, int tiles, const TileAt& tile_at, bool rev,
                                               bool is_signed, int N, int K, int own, T (&x)[E], int (&track_s)[E],
                                               T (&track_d)[E]) {
   typedef typename index_word<IW>::type word;
-  const int NB = sm.NB;
   const int vp = sm.values_pitch / (int)sizeof(T);
-  // the summary so far, at the tile's start: two halves, one read while the other is
-  // written
-  auto state = [&](int h) { return (T*)(sm.exchange + h * sm.exchange_stride); };
-  auto track_d_half = [&](int h) { return (T*)(sm.track_d + h * sm.exchange_stride); };
-  auto track_s_half = [&](int h) { return (int*)(sm.track_s + h * round16(4LL * (NB + 2))); };
-  auto publish = [&](int h) {
+  lane_path<T> p[E];
 #pragma unroll
-    for (int e = 0; e < E; ++e) {
-      if (own + e < N) {
-        state(h)[own + e] = x[e];
-        track_s_half(h)[own + e] = track_s[e];
-        track_d_half(h)[own + e] = track_d[e];
-      }
-    }
-    consumer_sync<CW>();
-  };
-  int half = 0;
-  publish(half);
+  for (int e = 0; e < E; ++e) p[e] = path_from<T>(own + e < N ? own + e : -1);
   for (int j = 0; j < tiles; ++j) {
     const int sl = j % PIPE_STAGES;
     long long t_lo;
@@ -92,11 +84,7 @@ __device__ __forceinline__ void chase_summary(const Layout& sm, int tiles, const
     const T* dt = sm.d(sl);
     const T* bt = sm.b(sl);
     named_sync<CW>(full_barrier(sl));
-    // every lane's path from the tile's last step back to its first (the recurrence
-    // runs down the rows in reverse)
-    lane_path<T> p[E];
-#pragma unroll
-    for (int e = 0; e < E; ++e) p[e] = path_from<T>(own + e < N ? own + e : -1);
+    // the tile's steps against the recurrence: down its rows, or up them in reverse
     for (int q = rows - 1; q >= 0; --q) {
       const int r = rev ? rows - 1 - q : q;
       const int* map = nullptr;
@@ -112,24 +100,20 @@ __device__ __forceinline__ void chase_summary(const Layout& sm, int tiles, const
 #pragma unroll
       for (int e = 0; e < E; ++e) path_step(p[e], dt + r * vp, bt + r * vp, sigma);
     }
-    // composed with the summary at the tile's start (x[pos] read either way: a select
-    // rather than a branch around the load)
-    const T* xs = state(half);
-    const int* ss = track_s_half(half);
-    const T* ds = track_d_half(half);
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      if (own + e < N) {
-        const int pos = p[e].pos;
-        const T value = add(p[e].acc, mul(p[e].prod, xs[pos]));
-        x[e] = p[e].ok ? value : nan_of(T());
-        track_s[e] = p[e].ok ? ss[pos] : -1;
-        track_d[e] = p[e].ok ? mul(p[e].prod, ds[pos]) : nan_of(T());
-      }
+    if (j + PIPE_STAGES < tiles) {
+      // (the consumer warps meet before they release the slot, as in the exchange's
+      // loop: racecheck orders their reads before the producer's next writes only so)
+      consumer_sync<CW>();
+      named_arrive<CW>(empty_barrier(sl));
     }
-    half ^= 1;
-    publish(half);
-    if (j + PIPE_STAGES < tiles) named_arrive<CW>(empty_barrier(sl));
+  }
+  // from zero at the unit's start, the state at its end is the paths' sums
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    from_double(x[e], p[e].acc);
+    from_double(track_d[e], p[e].prod);
+    if (!p[e].ok) x[e] = track_d[e] = nan_of(T());
+    track_s[e] = p[e].ok ? p[e].pos : -1;
   }
 }
 
