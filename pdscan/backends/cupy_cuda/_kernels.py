@@ -82,7 +82,7 @@ PIPE_SHAPES = ((1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (4, 1))
 PIPE_MAX_N = 128
 #: the pipelined scan's kinds: gather mode exchanges the state at every step, as
 #: scatter mode does; its chunk summaries may instead follow each lane's path back
-#: through a tile ("chase", pdscan_pipe_chase.cuh: summaries only)
+#: through its chunk ("chase", pdscan_pipe_chase.cuh: summaries only)
 PIPE_KINDS = {"scatter": 0, "gather": 1, "chase": 2}
 PIPE_SCATTER_PLANES = 8  # RCAP in pdscan_pipe_producer.cuh: a row's sources exchanged at fixed places
 

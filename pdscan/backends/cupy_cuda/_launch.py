@@ -51,7 +51,7 @@ force_tile_len: int | None = None
 #: default)
 pipe_consumer_warps: int | None = (int(os.environ["PDSCAN_CUDA_PIPE_CONSUMER_WARPS"])
                                    if os.environ.get("PDSCAN_CUDA_PIPE_CONSUMER_WARPS") else None)
-#: gather mode's chunk summaries follow each lane's path back through a tile (kind
+#: gather mode's chunk summaries follow each lane's path back through its chunk (kind
 #: "chase", pdscan_pipe_chase.cuh) instead of exchanging the state at every step (kind
 #: "gather"); measured on the H200 (docs/benchmarks.md, "Chunk summaries by paths")
 pipe_chase: bool = os.environ.get("PDSCAN_CUDA_PIPE_CHASE", "1") not in ("", "0")
@@ -325,10 +325,8 @@ def _pipe_rows(ix, itemsize, kind, N):
     ``kind`` one of ``K.PIPE_KINDS``."""
     cw, e = K.pipe_shape(N, pipe_consumer_warps)
     nb, w = -(-N // e) * e, cw * e
-    if kind == "scatter":
-        table = _round16(_round16(2 * nb) + 4 * w * nb + 4 * w)
-    else:
-        table = _round16(4 * nb) if kind == "gather" else 0  # "chase": no tables
+    # chase: no tables (its producers only copy)
+    table = {"scatter": _round16(_round16(2 * nb) + 4 * w * nb + 4 * w), "gather": _round16(4 * nb), "chase": 0}[kind]
     return nb, _round16(itemsize * nb), table
 
 

@@ -295,9 +295,9 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
   }
   auto shared_at = [&](int offset) -> const T& { return *(const T*)(smem_raw + offset); };
 
-  if constexpr (KIND == CHASE) {
-    chase_summary<T, IW, MAPS, E, CW>(sm, tiles, tile_at, rev, is_signed, N, K, own, x, track_s, track_d);
-  } else for (int j = 0; j < tiles; ++j) {
+  lane_path<T> paths[E];  // CHASE: this thread's lanes' paths back from the unit's end
+  if constexpr (KIND == CHASE) start_paths(paths, own, N);
+  for (int j = 0; j < tiles; ++j) {
     const int sl = j % PIPE_STAGES;
     long long t_lo;
     const int rows = tile_at(j, t_lo);
@@ -336,7 +336,9 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     T* out_row = TRACK ? nullptr : out_seq + (t_lo + r) * N + own;
     T* grad_d_row = GRAD_D ? grad_d_seq + (t_lo + r) * N + own : nullptr;
     const long long out_step = dr * (long long)N;
-    for (int i = 0; i < rows; ++i) {
+    if constexpr (KIND == CHASE) {
+      chase_tile<T, IW, MAPS, E>(paths, index, dt, bt, vp, rows, rev, is_signed, N, K, sm.maps);
+    } else for (int i = 0; i < rows; ++i) {
       int terms = 0;
       const unsigned char* tab;
       if (MAPS) {
@@ -467,6 +469,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
       named_arrive<CW>(empty_barrier(sl));
     }
   }
+  if constexpr (KIND == CHASE) end_paths(paths, x, track_s, track_d);
   if (TRACK) {
     const long long at = (s * units_per_seq + c) * (long long)N;
 #pragma unroll

@@ -62,52 +62,45 @@ __device__ __forceinline__ void path_step(lane_path<T>& p, const T* d_row, const
   p.pos = to >= 0 ? to : 0;
 }
 
-// The consumer warps' summary of a unit: each lane's path from the unit's last step
-// back to its first, through tiles 0 .. tiles - 1 of the ring, which come in that
-// order (pdscan_pipe.cu's tile_at).  x, track_s, track_d: this thread's lanes own ..
-// own + E - 1 of the state from zero and of the transform (the lane at the unit's
-// start, the product of d), written on return.
-template <typename T, int IW, bool MAPS, int E, int CW, typename Layout, typename TileAt>
-__device__ __forceinline__ void chase_summary(const Layout& sm, int tiles, const TileAt& tile_at, bool rev,
-                                              bool is_signed, int N, int K, int own, T (&x)[E], int (&track_s)[E],
-                                              T (&track_d)[E]) {
-  typedef typename index_word<IW>::type word;
-  const int vp = sm.values_pitch / (int)sizeof(T);
-  lane_path<T> p[E];
+// The consumer warps' summary of a unit, in three parts that pdscan_pipe.cu's ring
+// loop calls: each lane's path starts at the unit's last step (start_paths), goes back
+// through tiles 0 .. tiles - 1, which come in that order (tile_at; chase_tile), and
+// its sums at the unit's start are the summary (end_paths).
+template <typename T, int E>
+__device__ __forceinline__ void start_paths(lane_path<T> (&p)[E], int own, int N) {
 #pragma unroll
   for (int e = 0; e < E; ++e) p[e] = path_from<T>(own + e < N ? own + e : -1);
-  for (int j = 0; j < tiles; ++j) {
-    const int sl = j % PIPE_STAGES;
-    long long t_lo;
-    const int rows = tile_at(j, t_lo);
-    const word* index = sm.index(sl);
-    const T* dt = sm.d(sl);
-    const T* bt = sm.b(sl);
-    named_sync<CW>(full_barrier(sl));
-    // the tile's steps against the recurrence: down its rows, or up them in reverse
-    for (int q = rows - 1; q >= 0; --q) {
-      const int r = rev ? rows - 1 - q : q;
-      const int* map = nullptr;
-      if (MAPS) {
-        const int sel = ((const int*)index)[r];
-        map = (sel >= 0 && sel < K) ? sm.maps + sel * N : nullptr;
-      }
-      const word* words = index + r * N;
-      auto sigma = [&](int pos) -> int {
-        if (MAPS) return map != nullptr ? map[pos] : -1;
-        return lane_of<IW>(words[pos], is_signed, N);
-      };
+}
+
+// the paths back through a tile of `rows` steps (index words or selectors, d and b
+// rows vp values apart), against the recurrence: down its rows, or up them in reverse
+template <typename T, int IW, bool MAPS, int E>
+__device__ __forceinline__ void chase_tile(lane_path<T> (&p)[E], const typename index_word<IW>::type* index,
+                                           const T* dt, const T* bt, int vp, int rows, bool rev, bool is_signed,
+                                           int N, int K, const int* maps) {
+  typedef typename index_word<IW>::type word;
+  for (int q = rows - 1; q >= 0; --q) {
+    const int r = rev ? rows - 1 - q : q;
+    const int* map = nullptr;
+    if (MAPS) {
+      const int sel = ((const int*)index)[r];
+      map = (sel >= 0 && sel < K) ? maps + sel * N : nullptr;
+    }
+    const word* words = index + r * N;
+    auto sigma = [&](int pos) -> int {
+      if (MAPS) return map != nullptr ? map[pos] : -1;
+      return lane_of<IW>(words[pos], is_signed, N);
+    };
 #pragma unroll
-      for (int e = 0; e < E; ++e) path_step(p[e], dt + r * vp, bt + r * vp, sigma);
-    }
-    if (j + PIPE_STAGES < tiles) {
-      // (the consumer warps meet before they release the slot, as in the exchange's
-      // loop: racecheck orders their reads before the producer's next writes only so)
-      consumer_sync<CW>();
-      named_arrive<CW>(empty_barrier(sl));
-    }
+    for (int e = 0; e < E; ++e) path_step(p[e], dt + r * vp, bt + r * vp, sigma);
   }
-  // from zero at the unit's start, the state at its end is the paths' sums
+}
+
+// x, track_s, track_d: this thread's lanes of the state from zero and of the transform
+// (the lane at the unit's start, the product of d) at the unit's end
+template <typename T, int E>
+__device__ __forceinline__ void end_paths(const lane_path<T> (&p)[E], T (&x)[E], int (&track_s)[E],
+                                          T (&track_d)[E]) {
 #pragma unroll
   for (int e = 0; e < E; ++e) {
     from_double(x[e], p[e].acc);
