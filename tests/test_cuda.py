@@ -177,6 +177,36 @@ def test_broadcast_batch(schedule, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int16])
+def test_dictionary_views_with_gaps_between_sequences(schedule, mode, index_dtype):
+    """Selectors and maps sliced out of larger arrays on the device (every other head):
+    forward and VJP as the reference's on the same values; int16 ones are converted, and
+    the conversion's sequences lie closer together than the view's."""
+    rng = np.random.default_rng()
+    L, N, K = 40, 24, 5
+    wide = dict(index=random_maps(rng, (2, 6, L), K, index_dtype), maps=random_maps(rng, (2, 6, K, N), N, index_dtype))
+    host = dict(d=random_unit_values(rng, (2, 3, L, N), np.complex128),
+                b=random_values(rng, (2, 3, L, N), np.complex128), x0=None)
+    dev = on_gpu(host)
+    for k, v in wide.items():
+        host[k], dev[k] = v[:, ::2], cupy.asarray(v)[:, ::2]
+    assert not dev["maps"].flags.c_contiguous
+    ref_p = prepare(host["index"], host["d"], host["b"], None, maps=host["maps"], mode=mode)
+    p = prepare(dev["index"], dev["d"], dev["b"], None, maps=dev["maps"], mode=mode)
+    want = numpy_ref.BACKEND.forward(ref_p)
+    backend = pdscan.backends.get("cuda")
+    got = backend.forward(p, out=cupy.full(want.shape, np.nan, want.dtype))
+    assert rel_err(cupy.asnumpy(got), want) <= 1e-12
+    grad_x = random_values(rng, want.shape, want.dtype)
+    want_grads = numpy_ref.BACKEND.vjp(ref_p, want, grad_x, conjugate=True)
+    grads = backend.vjp(p, cupy.asarray(want), cupy.asarray(grad_x), conjugate=True,
+                        out=tuple(None if w is None else cupy.full(w.shape, np.nan, w.dtype) for w in want_grads))
+    for g, w in zip(grads, want_grads):
+        if w is not None:
+            assert rel_err(cupy.asnumpy(g), w) <= 1e-12
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_last_sequence_ends_at_the_end_of_its_allocation(schedule, mode, reverse):
     """Inputs of the exact size, so that the data ends at the allocation's end (a read

@@ -15,6 +15,7 @@ checked against the parameter list parsed from the kernel sources.
 from __future__ import annotations
 
 import importlib
+import math
 import re
 import shutil
 import subprocess
@@ -47,8 +48,15 @@ def _on_device(function):
     return wrapped
 
 
+def fake_elementwise_kernel(in_params, out_params, operation, name):
+    """The launcher's element-wise kernels, by name, in NumPy."""
+    assert name == "pd_safe_int32", name
+    return _on_device(lambda a, high: np.where((a >= 0) & (a < high), a.astype(np.int64), -1).astype(np.int32))
+
+
 def fake_cupy():
     cupy = types.ModuleType("cupy")
+    cupy.ElementwiseKernel = fake_elementwise_kernel
     for name in ("empty", "where", "take_along_axis", "broadcast_to", "ascontiguousarray", "zeros", "asarray"):
         setattr(cupy, name, _on_device(getattr(np, name)))
     for name in ("int8", "int16", "int32", "int64", "float32", "float64", "complex64", "complex128"):
@@ -230,6 +238,41 @@ def test_the_dictionary_contractions_pass_what_their_kernels_declare(backend, dt
     members = np.arange(4).reshape(2, 2).view(DeviceArray)
     backend.backend.dictionary_grads(p, u, v, members)
     assert len(backend.recorder.calls) == 2
+
+
+def kernel_rows(a, stride, count, row):
+    """What a kernel reads as ``count`` rows of ``row`` elements, ``stride`` elements
+    apart from ``a``'s first element, after checking that they lie in ``a``'s memory."""
+    last = sum((n - 1) * st for n, st in zip(a.shape, a.strides)) // a.itemsize
+    assert (count - 1) * stride + row - 1 <= last, "the kernel would read past the array"
+    return np.lib.stride_tricks.as_strided(a, (count, row), (stride * a.itemsize, a.itemsize))
+
+
+@pytest.mark.parametrize("batch", [(3,), (2, 3)])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int16, np.uint8])
+def test_the_dictionary_is_handed_over_as_each_sequence_holds_it(backend, index_dtype, batch):
+    """Selectors and maps sliced out of larger arrays (gaps between the sequences), some
+    out of range: each sequence's rows, as the kernels address them, hold its own
+    entries, the dictionary's out-of-range ones as -1; int32 selectors go as they are
+    (the kernels check their range), others as int32 with -1."""
+    rng = np.random.default_rng()
+    L, N, K = 9, 6, 4
+    S, wider = math.prod(batch), batch[:-1] + (2 * batch[-1],)
+    low = 0 if np.dtype(index_dtype).kind == "u" else -2
+    selectors = rng.integers(low, K + 2, wider + (L,)).astype(index_dtype)[..., ::2, :].view(DeviceArray)
+    maps = rng.integers(low, N + 2, wider + (K, N)).astype(index_dtype)[..., ::2, :, :].view(DeviceArray)
+    d, b = (random_values(rng, batch + (L, N), np.complex64).view(DeviceArray) for _ in range(2))
+    p = prepare(selectors, d, b, None, maps=maps, check_index=False)
+    got_sel, sel_stride, got_maps, maps_stride = backend.launch._dictionary(p, len(batch))
+    assert got_maps.dtype == np.int32 and got_sel.dtype == np.int32
+    for s, rows in enumerate(kernel_rows(got_maps, maps_stride, S, K * N)):
+        want = np.asarray(maps).reshape(S, -1)[s].astype(np.int64)
+        np.testing.assert_array_equal(rows, np.where((want >= 0) & (want < N), want, -1))
+    for s, rows in enumerate(kernel_rows(got_sel, sel_stride, S, L)):
+        want = np.asarray(selectors).reshape(S, L)[s].astype(np.int64)
+        if index_dtype != np.int32:
+            want = np.where((want >= 0) & (want < K), want, -1)
+        np.testing.assert_array_equal(rows, want)
 
 
 def test_the_sources_declare_every_kernel_the_launcher_names():

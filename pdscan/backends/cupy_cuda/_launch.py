@@ -150,17 +150,21 @@ def _compact(a, nbatch):
     arr, stride = layout(a, nbatch)
     if stride == 0:
         arr = arr[(0,) * nbatch][None]
-    elif arr.ndim != 1 + a.ndim - nbatch:
+    elif arr.ndim != 1 + a.ndim - nbatch:  # (a copy where the batch has gaps)
         arr = cupy.ascontiguousarray(arr).reshape((-1,) + tuple(a.shape[nbatch:]))
+        stride = math.prod(a.shape[nbatch:])
     return arr, stride
+
+
+#: one pass for ``_safe_int32`` (as separate array operations it took five launches and
+#: about 60 µs of host time per call, more than the rest of the dictionary form's launch path)
+_SAFE_INT32 = cupy.ElementwiseKernel("T a, int64 high", "int32 out",
+                                     "out = (a >= 0 && (long long)a < high) ? (int)a : -1", "pd_safe_int32")
 
 
 def _safe_int32(a, high):
     """int32 copy of an integer array with -1 where a value is outside [0, high)."""
-    bad = a >= high
-    if a.dtype.kind == "i":
-        bad |= a < 0
-    return cupy.where(bad, -1, a).astype(cupy.int32)
+    return _SAFE_INT32(a, high)
 
 
 def _flags(reverse=False, pre_add=False, conj=False, signed=True):
@@ -224,10 +228,13 @@ def _dictionary(p, nb):
     """(selectors, stride, maps, stride) of the dictionary form as the kernels read
     them: int32 selectors (S or 1, L), read as they are when int32 (the kernels check
     their range), and int32 maps (S or 1, K, N) with -1 where out of range."""
+    # a conversion is C-contiguous: its sequences lie L (K N) elements apart, whatever
+    # the strides of the view it was made from (0 stays 0: a broadcast's one sequence)
     selectors, sel_stride = _compact(p.index, nb)
-    selectors = selectors if selectors.dtype == cupy.int32 else _safe_int32(selectors, p.K)
+    if selectors.dtype != cupy.int32:
+        selectors, sel_stride = _safe_int32(selectors, p.K), sel_stride and p.L
     maps, maps_stride = _compact(p.maps, nb)
-    return selectors, sel_stride, _safe_int32(maps, p.N), maps_stride
+    return selectors, sel_stride, _safe_int32(maps, p.N), maps_stride and p.K * p.N
 
 
 def indexing(p, dtype_bytes, extra_smem_per_lane):
