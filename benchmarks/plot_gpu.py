@@ -30,7 +30,7 @@ def main(argv=None):
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("L (S = 2^25 / (64 L), N = 64)")
-    ax.set_ylabel("ms")
+    ax.set_ylabel("ms (device time of a call among queued calls)")
     ax.set_title(f"PD scan, complex64, 2^25 elements, {result['device']}", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
