@@ -25,7 +25,7 @@ import cupy
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cuda_events import time_ms  # noqa: E402
+from cuda_events import time_queued_ms  # noqa: E402
 from gpu import copy_bandwidth, make_inputs  # noqa: E402
 
 import pdscan  # noqa: E402
@@ -110,7 +110,7 @@ def main(argv=None):
                     use(setting)
                     forward, vjp = runs(inp, mode)
                     for run_name, run in (("forward", forward), ("vjp", vjp))[:1 if args.no_vjp else 2]:
-                        samples.setdefault((shape, mode, name, run_name), []).append(time_ms(run, repeats=10))
+                        samples.setdefault((shape, mode, name, run_name), []).append(time_queued_ms(run, repeats=10))
         print(f"round {round_} done", flush=True)
     use({})
     print(f"\ncopy {bandwidth / 1e12:.2f} TB/s; median of {args.rounds} interleaved rounds (min-max); "

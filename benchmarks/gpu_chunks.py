@@ -12,7 +12,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu import FORWARD_BYTES, SHAPES, copy_bandwidth, make_inputs, pdscan_variants, time_ms  # noqa: E402
+from cuda_events import time_queued_ms  # noqa: E402
+from gpu import FORWARD_BYTES, SHAPES, copy_bandwidth, make_inputs, pdscan_variants  # noqa: E402
 
 from pdscan.backends.cupy_cuda import _launch  # noqa: E402
 
@@ -31,7 +32,7 @@ def main():
             inp = make_inputs(S, L, N, K)
             cells = []
             for _launch.TEAMS_PER_SM, _launch.MIN_CHUNK in SETTINGS:
-                times = [time_ms(run) for run in pdscan_variants(inp).values()]
+                times = [time_queued_ms(run) for run in pdscan_variants(inp).values()]
                 cells.append(" / ".join(f"{t:.2f}" for t in times))
             floor = S * L * N * FORWARD_BYTES / bandwidth * 1e3
             print(f"| {S}, {L}, {N}, {K or '–'} | {floor:.3f} | " + " | ".join(cells) + " |", flush=True)

@@ -17,7 +17,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu import SHAPES, copy_bandwidth, make_inputs, time_ms  # noqa: E402
+from cuda_events import time_queued_ms  # noqa: E402
+from gpu import SHAPES, copy_bandwidth, make_inputs  # noqa: E402
 
 import pdscan  # noqa: E402
 from pdscan.backends.cupy_cuda import _launch  # noqa: E402
@@ -46,7 +47,8 @@ def main(argv=None):
                             return pdscan.scan_vjp(inp["index"], inp["d"], inp["b"], None, x, inp["grad_x"],
                                                    maps=inp["maps"], mode=mode, backend="cuda", check_index=False)
 
-                        samples.setdefault((shape, mode, deterministic), []).append(time_ms(backward, repeats=10))
+                        ms = time_queued_ms(backward, repeats=10)
+                        samples.setdefault((shape, mode, deterministic), []).append(ms)
     finally:
         _launch.deterministic = default
     print(f"copy {bandwidth / 1e12:.2f} TB/s; scan_vjp ms, median of {args.rounds} interleaved rounds (min-max)")

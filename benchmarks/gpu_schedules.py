@@ -27,7 +27,8 @@ import cupy
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu import FORWARD_BYTES, SHAPES, copy_bandwidth, make_inputs, pdscan_variants, time_ms  # noqa: E402
+from cuda_events import time_queued_ms  # noqa: E402
+from gpu import FORWARD_BYTES, SHAPES, copy_bandwidth, make_inputs, pdscan_variants  # noqa: E402
 
 from pdscan.backends.cupy_cuda import _kernels, _launch  # noqa: E402
 
@@ -100,7 +101,9 @@ def main(argv):
 def interleaved(inputs, modes, variants, rounds):
     """{(shape, mode, name): forward ms of each round}: every variant (name: a function
     that sets it up) timed once a round at every shape and mode, the rounds interleaved
-    so that the variants share the machine's drift."""
+    so that the variants share the machine's drift.  Device time of calls queued back to
+    back (``time_queued_ms``): the host's launch path, the same for every variant, stays
+    out of the comparison."""
     samples = {}
     for round_ in range(rounds):
         for (S, L, N, K), inp in inputs.items():
@@ -108,7 +111,7 @@ def interleaved(inputs, modes, variants, rounds):
                 forward = pdscan_variants(inp, mode)["pdscan forward"]
                 for name, set_up in variants.items():
                     set_up()
-                    ms = time_ms(forward, repeats=10)
+                    ms = time_queued_ms(forward, repeats=10)
                     samples.setdefault(((S, L, N, K), mode, name), []).append(ms)
                     print(round_, S, L, N, K, mode, name, f"{ms:.3f}", sep=" | ", flush=True)
     return samples

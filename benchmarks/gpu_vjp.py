@@ -23,7 +23,8 @@ import cupy
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu import SHAPES, copy_bandwidth, make_inputs, time_ms  # noqa: E402
+from cuda_events import time_queued_ms  # noqa: E402
+from gpu import SHAPES, copy_bandwidth, make_inputs  # noqa: E402
 from gpu_schedules import print_table  # noqa: E402
 
 import pdscan  # noqa: E402
@@ -106,10 +107,10 @@ def main(argv=None):
         for (shape, mode), (inp, x, recorded) in cases.items():
             for name in SCHEDULES:
                 use(name)
-                samples.setdefault((shape, mode, name), []).append(time_ms(vjp_run(inp, x, mode), repeats=10))
+                samples.setdefault((shape, mode, name), []).append(time_queued_ms(vjp_run(inp, x, mode), repeats=10))
             use("pipe")
             for name, run in recorded.items():
-                samples.setdefault((shape, mode, name), []).append(time_ms(run, repeats=10))
+                samples.setdefault((shape, mode, name), []).append(time_queued_ms(run, repeats=10))
     print(f"\ncopy {bandwidth / 1e12:.2f} TB/s; the VJP alone; median of {args.rounds} interleaved rounds (min-max)")
     print_table(samples, bandwidth, "schedule", VJP_BYTES, "VJP")
     return 0
