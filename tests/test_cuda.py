@@ -176,6 +176,20 @@ def test_broadcast_batch(schedule, mode):
     assert_vjp_matches(host, True, 1e-12, mode=mode)
 
 
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "int32", "uint32", "int64", "uint64"])
+def test_dictionary_conversion_is_exact_at_the_edges(dtype):
+    """The launcher's int32 conversion on the device: in-range values kept, every other
+    one -1, among them 64-bit values whose low 32 bits are in range."""
+    info, high = np.iinfo(dtype), 100
+    values = {info.min, info.max, 0, 1, high - 1, high, high + 1}
+    if info.bits == 64:
+        values |= {2**32 + 3} | ({2**63 + 5, 2**64 - 1} if info.min == 0 else {-(2**32) + 3})
+    values = np.array(sorted(values), dtype=object).astype(dtype)
+    got = cupy.asnumpy(_launch._safe_int32(cupy.asarray(values), high))
+    want = np.array([int(v) if 0 <= int(v) < high else -1 for v in values], np.int32)
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int16])
 def test_dictionary_views_with_gaps_between_sequences(schedule, mode, index_dtype):

@@ -49,9 +49,12 @@ def _on_device(function):
 
 
 def fake_elementwise_kernel(in_params, out_params, operation, name):
-    """The launcher's element-wise kernels, by name, in NumPy."""
+    """The launcher's element-wise kernels, by name, in NumPy (``operation``, the CUDA
+    source, kept for the test that compiles it)."""
     assert name == "pd_safe_int32", name
-    return _on_device(lambda a, high: np.where((a >= 0) & (a < high), a.astype(np.int64), -1).astype(np.int32))
+    kernel = _on_device(lambda a, high: np.where((a >= 0) & (a < high), a.astype(np.int64), -1).astype(np.int32))
+    kernel.operation = operation
+    return kernel
 
 
 def fake_cupy():
@@ -287,6 +290,36 @@ def test_the_sources_declare_every_kernel_the_launcher_names():
 
 NVCC = shutil.which("nvcc")
 VALUE_TYPES = {"complex64": 8, "complex128": 16, "float32": 4}
+INTEGER_TYPES = {"int8": "signed char", "uint8": "unsigned char", "int16": "short", "uint16": "unsigned short",
+                 "int32": "int", "uint32": "unsigned int", "int64": "long long", "uint64": "unsigned long long"}
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+def test_the_dictionary_conversion_is_exact_at_the_edges(backend, tmp_path):
+    """``_safe_int32``'s CUDA operation, compiled into a host program with every integer
+    type: each type's extremes, the values around 0 and the range's end, and for 64-bit
+    types values whose low 32 bits are in range (2^32 + 3, 2^63 + 5).  A conversion that
+    kept one of them would hand the kernels a dictionary entry outside [-1, N)."""
+    high = 100
+    cases, lines = [], []
+    for name, ctype in INTEGER_TYPES.items():
+        info = np.iinfo(name)
+        values = {info.min, info.max, 0, 1, high - 1, high, high + 1, -1 if info.min < 0 else 2}
+        if info.bits == 64:
+            values |= {2**32 + 3, 2**62 + 7} | ({2**63 + 5, 2**64 - 1} if info.min == 0 else {-(2**32) + 3})
+        for v in sorted(values):
+            cases.append((name, v))
+            lines.append(f"  std::printf(\"%d\\n\", safe<{ctype}>(({ctype})({v}ULL), {high}LL));")
+    program = ("#include <cstdio>\ntemplate <typename T>\nint safe(T a, long long high) {\n  int out;\n  "
+               + backend.launch._SAFE_INT32.operation + ";\n  return out;\n}\nint main() {\n" + "\n".join(lines)
+               + "\n  return 0;\n}\n")
+    (tmp_path / "safe.cu").write_text(program)
+    built = subprocess.run([NVCC, "-o", str(tmp_path / "safe"), str(tmp_path / "safe.cu")], capture_output=True,
+                           text=True)
+    assert built.returncode == 0, built.stderr[-4000:]
+    ran = subprocess.run([str(tmp_path / "safe")], capture_output=True, text=True, check=True)
+    for (name, v), got in zip(cases, (int(line) for line in ran.stdout.split()), strict=True):
+        assert got == (v if 0 <= v < high else -1), (name, v, got)
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
