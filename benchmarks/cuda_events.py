@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 
@@ -39,3 +41,18 @@ def time_queued_ms(run, repeats=20, warmup=3):
         stop.record()
     events[-1][1].synchronize()
     return float(np.median([cupy.cuda.get_elapsed_time(start, stop) for start, stop in events]))
+
+
+def host_us_per_call(run, calls):
+    """Wall microseconds per call of ``calls`` calls of ``run`` issued with no wait
+    between them (the stream absorbs their kernels): the host's own time of a call
+    where the device keeps up.  The device is idle at the start and waited for after."""
+    import cupy
+
+    cupy.cuda.get_current_stream().synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        run()
+    elapsed = time.perf_counter() - start
+    cupy.cuda.get_current_stream().synchronize()
+    return elapsed / calls * 1e6

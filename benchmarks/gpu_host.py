@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
-import cupy
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu import make_inputs, time_ms  # noqa: E402
+from cuda_events import host_us_per_call, time_ms  # noqa: E402
+from gpu import make_inputs  # noqa: E402
 
 import pdscan  # noqa: E402
 
@@ -52,14 +51,7 @@ def main(argv=None):
         for name, run in calls(inp, mode).items():
             for _ in range(20):  # compile, allocate
                 run()
-            cupy.cuda.get_current_stream().synchronize()
-            per_call = []
-            for _ in range(args.rounds):
-                start = time.perf_counter()
-                for _ in range(args.calls):
-                    run()
-                per_call.append((time.perf_counter() - start) / args.calls * 1e6)
-                cupy.cuda.get_current_stream().synchronize()
+            per_call = [host_us_per_call(run, args.calls) for _ in range(args.rounds)]
             alone_us = time_ms(run, repeats=20) * 1e3
             print(f"| {name} | {mode} | {np.median(per_call):.1f} ({min(per_call):.1f}-{max(per_call):.1f}) "
                   f"| {alone_us:.1f} |", flush=True)

@@ -16,25 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import cupy
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cuda_events import time_ms, time_queued_ms  # noqa: E402
+from cuda_events import host_us_per_call, time_ms, time_queued_ms  # noqa: E402
 from gpu import FORWARD_BACKWARD_BYTES, FORWARD_BYTES, SHAPES, copy_bandwidth, make_inputs, pdscan_variants  # noqa: E402
-
-
-def host_us(run, calls=30):
-    """Wall time per call of ``calls`` calls issued with no wait, in microseconds."""
-    cupy.cuda.Device().synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        run()
-    elapsed = time.perf_counter() - start
-    cupy.cuda.Device().synchronize()
-    return elapsed / calls * 1e6
 
 
 def main(argv=None):
@@ -54,7 +42,7 @@ def main(argv=None):
                         floor=S * L * N * bytes_per_element / bandwidth * 1e3, call=[], queued=[], host=[]))
                     row["call"].append(time_ms(run))
                     row["queued"].append(time_queued_ms(run))
-                    row["host"].append(host_us(run))
+                    row["host"].append(host_us_per_call(run, 30))
             del inp
             cupy.get_default_memory_pool().free_all_blocks()
     print("| S, L, N, K | mode | call | one call ms (x floor) | queued ms (x floor) | host us a call |")

@@ -29,6 +29,18 @@ def random_unit_values(rng, shape, dtype, radius=(0.9, 1.0)):
     return (mag * rng.choice([-1.0, 1.0], size=shape)).astype(dtype)
 
 
+def edge_integers(dtype, high):
+    """Values of integer ``dtype`` (as Python ints, sorted) at the edges of an index
+    range [0, high): the type's extremes, around 0 and around high, and for 64-bit types
+    values whose low 32 bits are in range (2^32 + 3, 2^62 + 7, and 2^63 + 5, 2^64 - 1
+    unsigned, -2^32 + 3 signed), which a conversion through 32 bits would keep."""
+    info = np.iinfo(dtype)
+    values = {info.min, info.max, 0, 1, high - 1, high, high + 1, -1 if info.min < 0 else 2}
+    if info.bits == 64:
+        values |= {2**32 + 3, 2**62 + 7} | ({2**63 + 5, 2**64 - 1} if info.min == 0 else {-(2**32) + 3})
+    return sorted(values)
+
+
 def random_maps(rng, shape, n, dtype=np.int64, collisions=True):
     """Integer maps of ``shape`` (last axis N) into [0, n): with collisions (several
     columns landing on one row) or permutations."""

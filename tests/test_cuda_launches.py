@@ -25,7 +25,7 @@ import types
 import numpy as np
 import pytest
 
-from oracles import make_inputs, random_values
+from oracles import edge_integers, make_inputs, random_values
 
 from pdscan._problem import prepare
 
@@ -297,17 +297,12 @@ INTEGER_TYPES = {"int8": "signed char", "uint8": "unsigned char", "int16": "shor
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
 def test_the_dictionary_conversion_is_exact_at_the_edges(backend, tmp_path):
     """``_safe_int32``'s CUDA operation, compiled into a host program with every integer
-    type: each type's extremes, the values around 0 and the range's end, and for 64-bit
-    types values whose low 32 bits are in range (2^32 + 3, 2^63 + 5).  A conversion that
-    kept one of them would hand the kernels a dictionary entry outside [-1, N)."""
+    type, at the edges of the range (``edge_integers``).  A conversion that kept a value
+    outside it would hand the kernels a dictionary entry outside [-1, N)."""
     high = 100
     cases, lines = [], []
     for name, ctype in INTEGER_TYPES.items():
-        info = np.iinfo(name)
-        values = {info.min, info.max, 0, 1, high - 1, high, high + 1, -1 if info.min < 0 else 2}
-        if info.bits == 64:
-            values |= {2**32 + 3, 2**62 + 7} | ({2**63 + 5, 2**64 - 1} if info.min == 0 else {-(2**32) + 3})
-        for v in sorted(values):
+        for v in edge_integers(name, high):
             cases.append((name, v))
             lines.append(f"  std::printf(\"%d\\n\", safe<{ctype}>(({ctype})({v}ULL), {high}LL));")
     program = ("#include <cstdio>\ntemplate <typename T>\nint safe(T a, long long high) {\n  int out;\n  "

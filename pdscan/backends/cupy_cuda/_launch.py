@@ -143,19 +143,6 @@ def _contiguous(a, nbatch):
     return a, math.prod(a.shape[nbatch:])
 
 
-def _compact(a, nbatch):
-    """``layout`` with the array cut down to the memory it addresses: for a batch
-    broadcast (stride 0) the first sequence only, so that a conversion of it stays
-    small."""
-    arr, stride = layout(a, nbatch)
-    if stride == 0:
-        arr = arr[(0,) * nbatch][None]
-    elif arr.ndim != 1 + a.ndim - nbatch:  # (a copy where the batch has gaps)
-        arr = cupy.ascontiguousarray(arr).reshape((-1,) + tuple(a.shape[nbatch:]))
-        stride = math.prod(a.shape[nbatch:])
-    return arr, stride
-
-
 #: one pass for ``_safe_int32`` (as separate array operations it took five launches and
 #: about 90 µs of host time a call, as much as the rest of a forward's launch path).  A
 #: value known not to be negative is compared as unsigned 64-bit: exact for every integer
@@ -168,6 +155,24 @@ _SAFE_INT32 = cupy.ElementwiseKernel(
 def _safe_int32(a, high):
     """int32 copy of an integer array with -1 where a value is outside [0, high)."""
     return _SAFE_INT32(a, high)
+
+
+def _compact(a, nbatch, high=None):
+    """``layout`` with the array cut down to the memory it addresses (for a batch
+    broadcast, stride 0, the first sequence only, so that a conversion of it stays
+    small), as (sequences, tail...); given ``high``, converted by ``_safe_int32``."""
+    arr, stride = layout(a, nbatch)
+    if stride == 0:
+        arr = arr[(0,) * nbatch][None]
+    elif arr.ndim != 1 + a.ndim - nbatch:  # (a copy where the batch has gaps)
+        arr = cupy.ascontiguousarray(arr).reshape((-1,) + tuple(a.shape[nbatch:]))
+    if high is not None:
+        arr = _safe_int32(arr, high)
+    # a copy (either above) is C-contiguous: its sequences lie a tail apart, whatever
+    # the strides of the view it was made from
+    if stride and arr.flags.c_contiguous:
+        stride = math.prod(a.shape[nbatch:])
+    return arr, stride
 
 
 def _flags(reverse=False, pre_add=False, conj=False, signed=True):
@@ -231,13 +236,9 @@ def _dictionary(p, nb):
     """(selectors, stride, maps, stride) of the dictionary form as the kernels read
     them: int32 selectors (S or 1, L), read as they are when int32 (the kernels check
     their range), and int32 maps (S or 1, K, N) with -1 where out of range."""
-    # a conversion is C-contiguous: its sequences lie L (K N) elements apart, whatever
-    # the strides of the view it was made from (0 stays 0: a broadcast's one sequence)
-    selectors, sel_stride = _compact(p.index, nb)
-    if selectors.dtype != cupy.int32:
-        selectors, sel_stride = _safe_int32(selectors, p.K), sel_stride and p.L
-    maps, maps_stride = _compact(p.maps, nb)
-    return selectors, sel_stride, _safe_int32(maps, p.N), maps_stride and p.K * p.N
+    selectors, sel_stride = _compact(p.index, nb, None if p.index.dtype == cupy.int32 else p.K)
+    maps, maps_stride = _compact(p.maps, nb, p.N)
+    return selectors, sel_stride, maps, maps_stride
 
 
 def indexing(p, dtype_bytes, extra_smem_per_lane):
