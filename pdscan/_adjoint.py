@@ -17,8 +17,15 @@ from . import monoid
 
 
 def step_maps(xp, p):
-    """sigma_t for every step, batch + (L, N)."""
-    return p.index if p.maps is None else monoid.select_maps(xp, p.maps, p.index)
+    """sigma_t for every step, batch + (L, N), signed (a selector out of range gives
+    a map of -1)."""
+    sigma = p.index if p.maps is None else monoid.select_maps(xp, p.maps, p.index)
+    return xp.astype(sigma, monoid.default_index_dtype(xp))
+
+
+def step_elements(xp, p) -> monoid.Affine:
+    """The problem's steps as affine elements (``monoid.steps``)."""
+    return monoid.steps(xp, step_maps(xp, p), p.d, p.b, p.mode)
 
 
 def _next_along_time(xp, a, axis, reverse, zero_last):
@@ -59,6 +66,9 @@ def vjp_by_adjoint_scan(forward, p, x, grad_x, *, conjugate=False):
     else:
         previous = xp.concat([first, xc[..., :-1, :]], axis=-2)
     sigma = step_maps(xp, p)
+    # a step with a lane out of range: NaN for its grad_d and for what flows through it
+    # (the adjoint scan's step before it, and grad_x0), as in the kernels
+    bad = monoid.bad_steps(xp, sigma, p.N)
     if p.mode == "scatter":
         grad_d = monoid.gather(xp, g, sigma) * previous
     else:
@@ -68,4 +78,5 @@ def vjp_by_adjoint_scan(forward, p, x, grad_x, *, conjugate=False):
         t0 = p.L - 1 if p.reverse else 0
         grad_x0 = monoid.apply(xp, sigma[..., t0, :], d[..., t0, :], g[..., t0, :],
                                monoid.transpose_mode(p.mode))
-    return grad_d, g, grad_x0
+        grad_x0 = monoid.poison(xp, grad_x0, bad[..., t0, :])
+    return monoid.poison(xp, grad_d, bad), g, grad_x0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from . import backends, monoid
 from ._namespace import common_library, device as _device
-from ._problem import check_like_output, check_range, prepare, unbroadcast
+from ._adjoint import step_elements, step_maps
+from ._problem import check_flag, check_like_output, check_range, prepare, prepare_step, unbroadcast
 
 
 def scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, backend=None,
@@ -21,7 +22,7 @@ def scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, back
         for the arrays' library.
     check_index: check that index values are in range before any work (on a GPU
         this reads two scalars back); with False, kernels stay bounds-safe and an
-        out-of-range index gives NaN in the states it touches.
+        out-of-range index makes the state of its step NaN (docs/semantics.md).
 
     Leading dimensions broadcast.  The result is in the inputs' library and on
     their device; torch and JAX arrays go through the differentiable adapters.
@@ -46,6 +47,7 @@ def scan_vjp(index, d, b, x0, x, grad_x, *, maps=None, mode="scatter", reverse=F
     convention, conj(J)^T grad_x, which is the same computation with d and x
     conjugated.  For real dtypes the two agree.
     """
+    check_flag(conjugate, "conjugate")
     p = prepare(index, d, b, x0, maps=maps, mode=mode, reverse=reverse, check_index=check_index,
                 extra=dict(x=x, grad_x=grad_x))
     x = check_like_output(p, x, "x")
@@ -73,13 +75,10 @@ def step(index, d, b, x, *, maps=None, mode="scatter", check_index=True):
     index: (..., N) map, or (...) selector into ``maps`` (..., K, N); d, b, x: (..., N).
     Works in any array-API namespace (the core monoid, no backend).
     """
-    monoid.check_mode(mode)
-    common_library(dict(index=index, d=d, b=b, x=x, maps=maps))  # clear TypeError for non-arrays
-    lifted = prepare(index[..., None, :] if maps is None else index[..., None], d[..., None, :],
-                     b[..., None, :], x, maps=maps, mode=mode, check_index=check_index)
+    lifted = prepare_step(index, d, b, x, maps=maps, mode=mode, check_index=check_index)
     xp = lifted.xp
-    sigma = lifted.index[..., 0, :] if maps is None else monoid.select_maps(xp, lifted.maps, lifted.index)[..., 0, :]
-    return monoid.apply(xp, sigma, lifted.d[..., 0, :], lifted.x0, mode) + lifted.b[..., 0, :]
+    one = monoid.steps(xp, step_maps(xp, lifted)[..., 0, :], lifted.d[..., 0, :], lifted.b[..., 0, :], mode)
+    return monoid.apply(xp, one.index, one.d, lifted.x0, mode) + one.b
 
 
 def reduce(index, d, b, *, maps=None, mode="scatter", reverse=False, check_index=True):
@@ -93,8 +92,7 @@ def reduce(index, d, b, *, maps=None, mode="scatter", reverse=False, check_index
     xp = p.xp
     if p.L == 0:
         return monoid.identity(xp, p.batch_shape + (p.N,), p.dtype, mode, device=_device(p.d))
-    sigma = p.index if p.maps is None else monoid.select_maps(xp, p.maps, p.index)
-    return monoid.reduce(xp, monoid.Affine(sigma, p.d, p.b, mode), reverse=reverse)
+    return monoid.reduce(xp, step_elements(xp, p), reverse=reverse)
 
 
 __all__ = ["scan", "scan_vjp", "step", "reduce", "check_range"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from array_api_compat import is_torch_namespace
+
 from . import monoid
 from ._namespace import common_library, concrete_bool, is_traced, namespace, device as _device
 
@@ -86,7 +88,7 @@ def _broadcast_batch(batches: dict):
         raise ValueError(f"the leading (batch) dimensions do not broadcast: {detail}") from None
 
 
-def _first_bad(xp, bad, name, shape, low, high, got):
+def _first_bad(xp, bad, name, shape, low, high, got, unsigned=False):
     """Raise naming the first position where ``bad`` holds (only on the error path)."""
     flat = xp.reshape(xp.astype(bad, xp.int8), (-1,))
     pos = int(xp.argmax(flat))
@@ -95,10 +97,10 @@ def _first_bad(xp, bad, name, shape, low, high, got):
         where.append(pos % size)
         pos //= size
     where = tuple(reversed(where))
-    value = got[where] if got is not None else None
-    raise ValueError(
-        f"{name}: values must lie in [{low}, {high}); {name}[{', '.join(map(str, where))}] = {int(value)}"
-    )
+    value = int(got[where])
+    if value < 0 and unsigned:  # a uint64 read as int64 (``_comparable``)
+        value += 2**64
+    raise ValueError(f"{name}: values must lie in [{low}, {high}); {name}[{', '.join(map(str, where))}] = {value}")
 
 
 def check_range(xp, a, name, high):
@@ -106,22 +108,51 @@ def check_range(xp, a, name, high):
     values (inside jax.jit) cannot be checked: the kernels stay bounds-safe."""
     if math.prod(a.shape) == 0 or is_traced(a):
         return
-    too_high = concrete_bool(xp.max(a) >= high)
+    c = _comparable(xp, a)
+    too_high = concrete_bool(xp.max(c) >= high)
     if too_high is None:  # abstract under jax.jit: nothing to check
         return
-    too_low = not xp.isdtype(a.dtype, "unsigned integer") and concrete_bool(xp.min(a) < 0)
+    too_low = not xp.isdtype(c.dtype, "unsigned integer") and concrete_bool(xp.min(c) < 0)
     if too_low or too_high:
-        _first_bad(xp, (a < 0) | (a >= high), name, _shape(a), 0, high, a)
+        _first_bad(xp, (c < 0) | (c >= high), name, _shape(a), 0, high, c,
+                   unsigned=xp.isdtype(a.dtype, "unsigned integer"))
+
+
+def _comparable(xp, a):
+    """``a`` in a dtype that its library can compare and reduce: torch implements few
+    operations for uint16 to uint64, so those are read as int64 (a uint64 value of
+    2^63 or more turns negative, out of range all the same)."""
+    wide_unsigned = xp.isdtype(a.dtype, "unsigned integer") and a.dtype != xp.uint8
+    return xp.astype(a, xp.int64) if wide_unsigned and is_torch_namespace(xp) else a
+
+
+def integer_dtype_error(name, dtype) -> TypeError:
+    return TypeError(f"{name}: expected an integer dtype (int8 to int64, uint8 to uint64), got {dtype}")
+
+
+def value_dtype_error(name, dtype) -> TypeError:
+    swapped = getattr(dtype, "byteorder", "=") in "<>"  # NumPy: only a non-native order shows
+    order = " in the machine's byte order" if swapped else ""
+    return TypeError(f"{name}: expected float32, float64, complex64 or complex128{order}, got {dtype}")
+
+
+def check_flag(value, name):
+    """Raise unless ``value`` is a Python bool: an option that picks code (and, under
+    jax.jit, a static argument), where a truthy array or string is a mistake."""
+    if not isinstance(value, bool):
+        kind = type(value)
+        where = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+        raise TypeError(f"{name}: expected a Python bool, got {where}{kind.__name__} {value!r}")
 
 
 def _check_integer(xp, a, name):
     if not xp.isdtype(a.dtype, "integral"):
-        raise TypeError(f"{name}: expected an integer dtype (int8 to int64, uint8 to uint64), got {a.dtype}")
+        raise integer_dtype_error(name, a.dtype)
 
 
 def _check_values(xp, a, name):
     if _dtype_name(xp, a.dtype) is None:
-        raise TypeError(f"{name}: expected float32, float64, complex64 or complex128, got {a.dtype}")
+        raise value_dtype_error(name, a.dtype)
 
 
 def _check_ndim(a, name, ndim, layout):
@@ -137,8 +168,8 @@ def prepare(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, c
     library (for example x and grad_x of a VJP); they are only type-checked here.
     """
     monoid.check_mode(mode)
-    if not isinstance(reverse, bool):
-        raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
+    check_flag(reverse, "reverse")
+    check_flag(check_index, "check_index")
     named = dict(index=index, d=d, b=b, x0=x0, maps=maps, **(extra or {}))
     library = common_library(named)
     xp = namespace(*named.values())
@@ -224,9 +255,55 @@ def prepare(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, c
     )
 
 
+def prepare_step(index, d, b, x, *, maps=None, mode="scatter", check_index=True) -> ScanProblem:
+    """Check the arguments of one step (``pdscan.step``: index (..., N) or a selector
+    (...), d, b, x (..., N)) under their own names, and return them as a scan of one
+    step from x (L = 1, x as x0)."""
+    monoid.check_mode(mode)
+    check_flag(check_index, "check_index")
+    if x is None:
+        raise TypeError("x: expected an array of shape (..., N), got None")
+    named = dict(index=index, d=d, b=b, x=x, maps=maps)
+    common_library(named)
+    xp = namespace(*named.values())
+    _check_integer(xp, index, "index")
+    for name in ("d", "b", "x"):
+        _check_values(xp, named[name], name)
+        _check_ndim(named[name], name, 1, "(..., N)")
+    N = _shape(d)[-1]
+    for name in ("b", "x"):
+        if _shape(named[name])[-1] != N:
+            raise ValueError(f"{name}: expected shape (..., N) = (..., {N}) to match d {_shape(d)}, "
+                             f"got {_shape(named[name])}")
+    batches = {"d": _shape(d)[:-1], "b": _shape(b)[:-1], "x": _shape(x)[:-1]}
+    if maps is None:
+        _check_ndim(index, "index", 1, f"(..., N) = (..., {N})")
+        if _shape(index)[-1] != N:
+            raise ValueError(f"index: expected shape (..., N) = (..., {N}) to match d {_shape(d)}, got {_shape(index)}")
+        batches["index"] = _shape(index)[:-1]
+    else:
+        _check_integer(xp, maps, "maps")
+        _check_ndim(maps, "maps", 2, f"(..., K, N) = (..., K, {N})")
+        if _shape(maps)[-1] != N:
+            raise ValueError(f"maps: expected shape (..., K, N) with N = {N} to match d {_shape(d)}, got {_shape(maps)}")
+        batches["index"] = _shape(index)
+        batches["maps"] = _shape(maps)[:-2]
+    _broadcast_batch(batches)
+    if check_index:
+        if maps is None:
+            check_range(xp, index, "index", N)
+        else:
+            check_range(xp, index, "index", _shape(maps)[-2])
+            check_range(xp, maps, "maps", N)
+    lifted_index = index[..., None, :] if maps is None else index[..., None]
+    return prepare(lifted_index, d[..., None, :], b[..., None, :], x, maps=maps, mode=mode, check_index=False)
+
+
 def check_like_output(p: ScanProblem, a, name):
     """Check that ``a`` (x or grad_x of a VJP) has the scan's output shape; cast it."""
     want = p.batch_shape + (p.L, p.N)
+    if a is None:
+        raise TypeError(f"{name}: expected an array of the scan's output shape {want}, got None")
     _check_values(p.xp, a, name)
     if _shape(a) != want:
         raise ValueError(f"{name}: expected the scan's output shape {want}, got {_shape(a)}")

@@ -77,13 +77,37 @@ def _row_offsets(xp, batch, target, length, dev):
     return xp.reshape(rows * length, target + (1,))
 
 
+def in_range(xp, index, length):
+    """True where an index value names one of ``length`` lanes."""
+    return (index >= 0) & (index < length)
+
+
+def _missing(xp, dtype, dev):
+    """What a read out of range gives: NaN for values, -1 (itself out of range) for
+    the signed indices that ``gather`` composes."""
+    if xp.isdtype(dtype, "integral"):
+        return xp.full((), -1, dtype=dtype, device=dev)
+    nan = complex("nan") if xp.isdtype(dtype, "complex floating") else float("nan")
+    return xp.full((), nan, dtype=dtype, device=dev)
+
+
 def gather(xp, x, index):
-    """out[..., i] = x[..., index[..., i]] (batch dimensions broadcast)."""
+    """out[..., i] = x[..., index[..., i]] (batch dimensions broadcast).
+
+    An index out of range reads nothing (in particular not a neighbouring row of the
+    flattened array): NaN there, or -1 where x is an index, which stays out of range
+    through later compositions.  Integer x is read as the default (signed) index type.
+    """
     batch_x, length = tuple(x.shape[:-1]), x.shape[-1]
+    if xp.isdtype(x.dtype, "integral"):
+        x = xp.astype(x, default_index_dtype(xp))
     target = _broadcast_shapes(batch_x, tuple(index.shape[:-1]))
-    flat = _row_offsets(xp, batch_x, target, length, _device(x)) + xp.astype(index, default_index_dtype(xp))
-    out = xp.take(xp.reshape(x, (-1,)), xp.reshape(flat, (-1,)))
-    return xp.reshape(out, tuple(flat.shape))
+    index = xp.astype(index, default_index_dtype(xp))
+    ok = in_range(xp, index, length)
+    safe = xp.where(ok, index, xp.zeros_like(index))
+    flat = _row_offsets(xp, batch_x, target, length, _device(x)) + safe
+    out = xp.reshape(xp.take(xp.reshape(x, (-1,)), xp.reshape(flat, (-1,))), tuple(flat.shape))
+    return xp.where(xp.broadcast_to(ok, tuple(flat.shape)), out, _missing(xp, x.dtype, _device(x)))
 
 
 def scatter_add(xp, index, values, length):
@@ -92,17 +116,22 @@ def scatter_add(xp, index, values, length):
 
     The array API has no scatter-add, so this sorts the (row, index) keys, sums each
     run of equal keys with a segmented Hillis-Steele scan (only equal keys are ever
-    added, so no cancellation) and reads the last element of each run.
+    added, so no cancellation) and reads the last element of each run.  A value whose
+    index is out of range lands nowhere: its key is -1, below every row's.
     """
     target = _broadcast_shapes(tuple(index.shape[:-1]), tuple(values.shape[:-1]))
     n = values.shape[-1]
     dev = _device(values)
     values = xp.broadcast_to(values, target + (n,))
-    keys = _row_offsets(xp, target, target, length, dev) + xp.astype(index, default_index_dtype(xp))
+    index = xp.astype(index, default_index_dtype(xp))
+    keys = _row_offsets(xp, target, target, length, dev) + index
+    keys = xp.where(in_range(xp, index, length), keys, xp.full((), -1, dtype=keys.dtype, device=dev))
     keys = xp.reshape(xp.broadcast_to(keys, target + (n,)), (-1,))
     vals = xp.reshape(values, (-1,))
     order = xp.argsort(keys, stable=True)
     keys, vals = xp.take(keys, order), xp.take(vals, order)
+    if keys.shape[0] == 0:
+        return xp.zeros(target + (length,), dtype=vals.dtype, device=dev)
     shift = 1
     while shift < n:  # one run lies inside one row, so it is at most n long
         pad_k = xp.full((shift,), -1, dtype=keys.dtype, device=dev)
@@ -110,14 +139,36 @@ def scatter_add(xp, index, values, length):
         same = xp.concat([pad_k, keys[:-shift]]) == keys
         vals = vals + xp.where(same, xp.concat([pad_v, vals[:-shift]]), pad_v[:1])
         shift *= 2
-    if keys.shape[0] == 0:
-        return xp.zeros(target + (length,), dtype=vals.dtype, device=dev)
     wanted = xp.arange(math.prod(target) * length, dtype=keys.dtype, device=dev)
     last = xp.searchsorted(keys, wanted, side="right") - 1
     safe = xp.where(last >= 0, last, xp.zeros_like(last))
     present = (last >= 0) & (xp.take(keys, safe) == wanted)
     out = xp.where(present, xp.take(vals, safe), xp.zeros((), dtype=vals.dtype, device=dev))
     return xp.reshape(out, target + (length,))
+
+
+def bad_steps(xp, index, length):
+    """True, shape (..., 1), for each map (..., N) that sends a lane out of range."""
+    return xp.any(~in_range(xp, index, length), axis=-1, keepdims=True)
+
+
+def poison(xp, values, where):
+    """``values`` with NaN wherever ``where`` holds (broadcast)."""
+    return xp.where(where, _missing(xp, values.dtype, _device(values)), values)
+
+
+def steps(xp, index, d, b, mode) -> Affine:
+    """The steps of a scan as affine elements, index (..., L, N) signed.
+
+    A step whose map sends a lane out of range (``check_index=False``) becomes
+    x -> NaN (identity map, d and b NaN): its state is NaN throughout whatever came
+    before, as in every backend's kernels, and its index is never dereferenced.
+    Every element, and so every product of them, then has a map in range.
+    """
+    n = index.shape[-1]
+    bad = bad_steps(xp, index, n)
+    lanes = xp.arange(n, dtype=index.dtype, device=_device(index))
+    return Affine(xp.where(bad, lanes, index), poison(xp, d, bad), poison(xp, b, bad), check_mode(mode))
 
 
 def apply(xp, index, d, x, mode):

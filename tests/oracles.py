@@ -114,6 +114,38 @@ def dense_scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False
     return x
 
 
+def unchecked_dense_scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False):
+    """dense_scan for maps that may send lanes out of range (``check_index=False``):
+    the state of a step whose map (or selector) is out of range is NaN throughout,
+    and the recurrence goes on from it."""
+    index = np.asarray(index).astype(np.int64)
+    n = np.shape(d)[-1]
+    if maps is None:
+        sigma = index
+    else:
+        k = np.shape(maps)[-2]
+        known = (index >= 0) & (index < k)
+        sigma = np.where(known[..., None], step_maps(np.where(known, index, 0), maps), -1)
+    bad = ((sigma < 0) | (sigma >= n)).any(axis=-1)
+    dtype = np.result_type(d, b, *(() if x0 is None else (x0,)), np.float64)
+    batch = np.broadcast_shapes(sigma.shape[:-2], np.shape(d)[:-2], np.shape(b)[:-2],
+                                () if x0 is None else np.shape(x0)[:-1])
+    L = np.shape(d)[-2]
+    sigma, bad = np.broadcast_to(sigma, batch + (L, n)), np.broadcast_to(bad, batch + (L,))
+    d = np.broadcast_to(np.asarray(d, dtype), batch + (L, n))
+    b = np.broadcast_to(np.asarray(b, dtype), batch + (L, n))
+    state = np.zeros(batch + (n,), dtype) if x0 is None else np.broadcast_to(np.asarray(x0, dtype), batch + (n,))
+    x = np.empty(batch + (L, n), dtype)
+    for t in (range(L - 1, -1, -1) if reverse else range(L)):
+        s = np.where(bad[..., t, None], 0, sigma[..., t, :])
+        A, where = dense(s, d[..., t, :], mode), dense(s, np.ones(d.shape[:-2] + (n,)), mode) != 0
+        # only the entries the map sets: a NaN state reaches the rows its lanes go to
+        state = np.where(where, A * state[..., None, :], 0).sum(axis=-1) + b[..., t, :]
+        state = np.where(bad[..., t, None], np.nan, state)
+        x[..., t, :] = state
+    return x
+
+
 def dense_vjp(index, d, b, x0, grad_x, *, maps=None, mode="scatter", reverse=False):
     """(grad_d, grad_b, grad_x0) at the full batch shape, plain transpose convention,
     from the dense matrices: g[t] = grad_x[t] + A_next^T g[next]; grad of A_t is
@@ -198,3 +230,23 @@ def rel_err(a, b):
     a, b = np.asarray(a), np.asarray(b)
     scale = max(np.linalg.norm(b.ravel()), 1e-300)
     return float(np.linalg.norm((a - b).ravel()) / scale)
+
+
+def zero_nan(a):
+    """``a`` with 0 where it is NaN (a complex NaN in either part is a NaN)."""
+    return np.where(np.isnan(a), 0, a)
+
+
+def with_indices_out_of_range(rng, K, batch=(3,), L=11, N=5):
+    """Inputs whose sequence 1 has an index (or a selector, or a dictionary entry) out
+    of range at steps 2 and 7, the other sequences none; d near 1 in magnitude."""
+    inp = make_inputs(rng, batch=batch, L=L, N=N, K=K, unit=True)
+    if K is None:
+        inp["index"][1, 2, 3] = N
+        inp["index"][1, 7, 0] = -1
+    else:
+        inp["maps"] = np.concatenate([inp["maps"], np.full(batch + (1, N), 0)], axis=-2)
+        inp["maps"][1, K, 4] = -3  # entry K of sequence 1's dictionary sends lane 4 out of range
+        inp["index"][1, 2] = K
+        inp["index"][1, 7] = K + 1  # a selector out of range
+    return inp

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import pdscan
-from oracles import dense_scan, dense_vjp, lane_order_problem, make_inputs, rel_err
+from oracles import (dense_scan, dense_vjp, lane_order_problem, make_inputs, rel_err, unchecked_dense_scan,
+                     with_indices_out_of_range, zero_nan)
 
 BACKENDS = ["numpy", "array_api"]
 MODES = ["scatter", "gather"]
@@ -225,3 +226,60 @@ def test_inputs_are_not_modified():
                 np.testing.assert_array_equal(v, saved[k])
         np.testing.assert_array_equal(x, x_saved)
         np.testing.assert_array_equal(g, np.ones_like(x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["numba"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("K", [None, 3])
+def test_out_of_range_without_check_is_nan_where_it_steps_on_every_backend(backend, mode, reverse, K):
+    """check_index=False: a step whose map sends a lane out of range has a NaN state
+    throughout and nothing else changes; the other sequences are untouched (the
+    flattened batch is never read across rows).  The VJP agrees with the reference's,
+    NaN for NaN: the bad step's grad_d and whatever flows back through it."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    rng = np.random.default_rng()
+    inp = with_indices_out_of_range(rng, K)
+    x = call(inp, mode=mode, reverse=reverse, backend=backend, check_index=False)
+    want = unchecked_dense_scan(**inp, mode=mode, reverse=reverse)
+    np.testing.assert_array_equal(np.isnan(x), np.isnan(want))
+    assert np.isnan(x[1, 2]).all() and np.isnan(x[1, 7]).all() and not np.isnan(x[[0, 2]]).any()
+    assert rel_err(zero_nan(x), zero_nan(want)) < 1e-12
+    grad_x = np.asarray(rng.standard_normal(x.shape), x.dtype)
+    args = (inp["index"], inp["d"], inp["b"], inp["x0"], zero_nan(x), grad_x)
+    kw = dict(maps=inp["maps"], mode=mode, reverse=reverse, check_index=False)
+    got = pdscan.scan_vjp(*args, backend=backend, **kw)
+    ref = pdscan.scan_vjp(*args, backend="numpy", **kw)
+    for name, g, r in zip(("grad_d", "grad_b", "grad_x0"), got, ref):
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(r), err_msg=name)
+        assert rel_err(zero_nan(g), zero_nan(r)) < 1e-12, name
+        assert not np.isnan(g[[0, 2]]).any(), name
+    assert np.isnan(ref[0][1, 2]).all() and np.isnan(ref[0][1, 7]).all()
+    # the good sequences' gradients are those of a checked call on them alone
+    good = {k: None if v is None else v[[0, 2]] for k, v in inp.items()}
+    clean = pdscan.scan_vjp(good["index"], good["d"], good["b"], good["x0"], zero_nan(x)[[0, 2]],
+                            grad_x[[0, 2]], maps=good["maps"], mode=mode, reverse=reverse, backend="numpy")
+    for g, c in zip(got, clean):
+        assert rel_err(g[[0, 2]], c) < 1e-12
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_step_and_reduce_with_an_index_out_of_range(mode):
+    rng = np.random.default_rng()
+    inp = with_indices_out_of_range(rng, None)
+    x = call(inp, mode=mode, backend="numpy", check_index=False)
+    one = pdscan.step(inp["index"][:, 2], inp["d"][:, 2], inp["b"][:, 2], x[:, 1], mode=mode, check_index=False)
+    np.testing.assert_array_equal(np.isnan(one), np.isnan(x[:, 2]))
+    whole = pdscan.reduce(inp["index"], inp["d"], inp["b"], mode=mode, check_index=False)
+    last = pdscan.step(whole.index, whole.d, whole.b, inp["x0"], mode=mode, check_index=False)
+    np.testing.assert_array_equal(np.isnan(last), np.isnan(x[:, -1]))
+    assert rel_err(zero_nan(last), zero_nan(x[:, -1])) < 1e-12
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_step_and_reduce_of_an_empty_batch(mode):
+    index, values = np.zeros((0, 5, 4), np.int64), np.zeros((0, 5, 4))
+    whole = pdscan.reduce(index, values, values, mode=mode)
+    assert whole.index.shape == whole.d.shape == whole.b.shape == (0, 4)
+    assert pdscan.step(index[:, 0], values[:, 0], values[:, 0], values[:, 0], mode=mode).shape == (0, 4)

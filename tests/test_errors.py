@@ -36,7 +36,10 @@ def scan_with(**changes):
         (dict(x0=np.zeros((2, N + 1), np.complex64)), ValueError, r"x0: expected shape \(\.\.\., N\) = \(\.\.\., 4\)"),
         (dict(x0=np.zeros((3, N), np.complex64)), ValueError, r"batch\) dimensions do not broadcast: d \(2,\), b \(2,\), index \(2,\), x0 \(3,\)"),
         (dict(mode="rows"), ValueError, r"mode: expected 'scatter' or 'gather', got 'rows'"),
-        (dict(reverse="yes"), TypeError, r"reverse: expected a bool"),
+        (dict(reverse="yes"), TypeError, r"reverse: expected a Python bool, got str 'yes'"),
+        (dict(reverse=np.True_), TypeError, r"reverse: expected a Python bool, got numpy\.bool"),
+        (dict(check_index="no"), TypeError, r"check_index: expected a Python bool, got str 'no'"),
+        (dict(d=np.ones((2, L, N), ">f8")), TypeError, r"d: expected .* in the machine's byte order, got >f8"),
         (dict(d=[[1.0]]), TypeError, r"d: expected an array, got list"),
         (dict(backend="fortran"), ValueError, r"backend: unknown backend 'fortran'"),
         (dict(backend="cuda"), ValueError, r"backend: 'cuda' takes cupy arrays, not numpy arrays"),
@@ -87,6 +90,32 @@ def test_vjp_checks_its_cotangent():
         pdscan.scan_vjp(args["index"], args["d"], args["b"], args["x0"], x, x[0])
     with pytest.raises(TypeError, match=r"grad_x: expected an array"):
         pdscan.scan_vjp(args["index"], args["d"], args["b"], args["x0"], x, 1.0)
+    for name in ("x", "grad_x"):
+        with pytest.raises(TypeError, match=rf"^{name}: expected an array of the scan's output shape \(2, 6, 4\), got None"):
+            pdscan.scan_vjp(args["index"], args["d"], args["b"], args["x0"], *(None if n == name else x for n in ("x", "grad_x")))
+    with pytest.raises(TypeError, match=r"conjugate: expected a Python bool, got str 'yes'"):
+        pdscan.scan_vjp(args["index"], args["d"], args["b"], args["x0"], x, x, conjugate="yes")
+
+
+@pytest.mark.parametrize(
+    "changes, error, message",
+    [
+        (dict(x=None), TypeError, r"x: expected an array of shape \(\.\.\., N\), got None"),
+        (dict(x=np.zeros((2, N - 1))), ValueError, r"x: expected shape \(\.\.\., N\) = \(\.\.\., 4\) to match d \(2, 4\), got \(2, 3\)"),
+        (dict(b=np.zeros((2, N + 1))), ValueError, r"b: expected shape \(\.\.\., N\) = \(\.\.\., 4\) to match d \(2, 4\)"),
+        (dict(index=np.zeros((2, N - 1), int)), ValueError, r"index: expected shape \(\.\.\., N\) = \(\.\.\., 4\)"),
+        (dict(index=np.array([[0, 1, 2, 7], [0, 0, 0, 0]])), ValueError, re.escape("index[0, 3] = 7")),
+        (dict(x=np.zeros((3, N))), ValueError, r"batch\) dimensions do not broadcast: d \(2,\), b \(2,\), x \(3,\)"),
+        (dict(d=np.ones((2, N), np.int32)), TypeError, r"d: expected float32"),
+        (dict(check_index=1), TypeError, r"check_index: expected a Python bool, got int 1"),
+    ],
+)
+def test_step_names_its_own_arguments(changes, error, message):
+    """pdscan.step runs the scan's checks on a step lifted to L = 1: its errors still
+    name step's arguments (x, not x0) with the shapes that were passed."""
+    args = {**dict(index=np.zeros((2, N), int), d=np.ones((2, N)), b=np.ones((2, N)), x=np.zeros((2, N))), **changes}
+    with pytest.raises(error, match=message):
+        pdscan.step(args.pop("index"), args.pop("d"), args.pop("b"), args.pop("x"), **args)
 
 
 def test_mixed_libraries_are_rejected():

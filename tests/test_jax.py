@@ -13,7 +13,7 @@ from jax.test_util import check_grads  # noqa: E402
 
 import pdscan  # noqa: E402
 import pdscan.jax  # noqa: E402
-from oracles import make_inputs, random_unit_values  # noqa: E402
+from oracles import make_inputs, random_unit_values, with_indices_out_of_range, zero_nan  # noqa: E402
 
 pytestmark = pytest.mark.jax
 
@@ -110,6 +110,41 @@ def test_forward_and_vjp_match_numpy_reference(backend, mode, reverse, K, x0):
         assert (got is None) == (want is None)
         if want is not None:
             assert max_rel(got, want) < 1e-12
+
+
+@pytest.mark.parametrize("backend", ["jax", "jax_xla"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("K", [None, 3])
+def test_out_of_range_under_jit_is_nan_where_it_steps(backend, mode, K):
+    """Under jit the index cannot be checked: a step whose map sends a lane out of
+    range is NaN throughout, the other sequences are untouched, and the cotangents
+    are the reference's, NaN for NaN."""
+    rng = np.random.default_rng()
+    inputs = with_indices_out_of_range(rng, K)
+    grad_x = make_inputs(rng, batch=(3,), L=11, N=5)["b"]
+    j = to_jax(inputs)
+
+    @jax.jit
+    def forward_and_pullback(index, diff, g):
+        def fn(diff):
+            return pdscan.jax.scan(index, diff["d"], diff["b"], diff["x0"], maps=j["maps"], mode=mode,
+                                   backend=backend)
+        x, pullback = jax.vjp(fn, diff)
+        return x, pullback(g)[0]
+
+    x, grads = forward_and_pullback(j["index"], {k: j[k] for k in ("d", "b", "x0")}, jnp.asarray(grad_x))
+    args = (inputs["index"], inputs["d"], inputs["b"], inputs["x0"])
+    kw = dict(maps=inputs["maps"], mode=mode, check_index=False, backend="numpy")
+    want_x = pdscan.scan(*args, **kw)
+    want = pdscan.scan_vjp(*args, want_x, grad_x, **kw)
+    x = np.asarray(x)
+    assert np.isnan(x[1, 2]).all() and not np.isnan(x[[0, 2]]).any()
+    np.testing.assert_array_equal(np.isnan(x), np.isnan(want_x))
+    assert max_rel(zero_nan(x), zero_nan(want_x)) < 1e-12
+    for name, w in zip(("d", "b", "x0"), want):
+        got = np.asarray(grads[name])
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(w), err_msg=name)
+        assert max_rel(zero_nan(got), zero_nan(w)) < 1e-12, name
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -294,7 +329,7 @@ def test_bad_input_gets_the_core_errors():
         pdscan.jax.scan(d, d, b)
     with pytest.raises(ValueError, match=r"mode: expected 'scatter' or 'gather'"):
         pdscan.jax.scan(index, d, b, mode="dense")
-    with pytest.raises(TypeError, match=r"reverse: expected a bool"):
+    with pytest.raises(TypeError, match=r"reverse: expected a Python bool"):
         pdscan.jax.scan(index, d, b, reverse=1)
     with pytest.raises(TypeError, match=r"b: expected an array, got list"):
         pdscan.jax.scan(index, d, b.tolist())

@@ -106,3 +106,29 @@ def test_array_api_strict_namespace(mode, K):
     total = pdscan.reduce(strict["index"], strict["d"], strict["b"], maps=strict["maps"], mode=mode)
     last = pdscan.step(total.index, total.d, total.b, strict["x0"], mode=mode)
     assert rel_err(np.asarray(last), np.asarray(x)[:, -1]) < 1e-13
+
+
+def test_reads_and_writes_out_of_range_stay_in_their_row():
+    """gather reads nothing for an index out of range (NaN; -1 for an index), and
+    scatter_add puts its value nowhere: no row of the flattened batch is reached
+    from another (an index of N or -1 would otherwise land in the next or previous
+    row)."""
+    x = np.arange(1.0, 7.0).reshape(2, 3)
+    index = np.array([[0, 3, 2], [-1, 1, 2]])
+    got = monoid.gather(xnp, x, index)
+    np.testing.assert_array_equal(got, [[1.0, np.nan, 3.0], [np.nan, 5.0, 6.0]])
+    np.testing.assert_array_equal(monoid.gather(xnp, np.array([[2, 0, 1], [1, 1, 0]]), index),
+                                  [[2, -1, 1], [-1, 1, 0]])
+    np.testing.assert_array_equal(monoid.scatter_add(xnp, index, x, 3), [[1.0, 0.0, 3.0], [0.0, 5.0, 6.0]])
+    # an empty batch gives an empty result (the sort's passes never run)
+    assert monoid.scatter_add(xnp, np.zeros((0, 4), int), np.zeros((0, 4)), 4).shape == (0, 4)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_step_out_of_range_is_x_to_nan_with_a_map_in_range(mode):
+    index = np.array([[[0, 1, 2], [0, 5, 1]]])  # step 1 sends lane 1 out of range
+    d, b = np.ones((1, 2, 3)), np.ones((1, 2, 3))
+    element = monoid.steps(xnp, index, d, b, mode)
+    np.testing.assert_array_equal(element.index, [[[0, 1, 2], [0, 1, 2]]])
+    assert np.isnan(element.d[0, 1]).all() and np.isnan(element.b[0, 1]).all()
+    assert not np.isnan(element.d[0, 0]).any() and not np.isnan(element.b[0, 0]).any()

@@ -186,7 +186,7 @@ def test_errors():
         pdscan.jax.scan_ste_mixture(w, Q, d, b, temperature=0.0)
     with pytest.raises(ValueError, match="mode"):
         pdscan.jax.scan_ste_dict(w, Q, d, b, mode="sideways")
-    with pytest.raises(TypeError, match="reverse: expected a bool"):
+    with pytest.raises(TypeError, match="reverse: expected a Python bool"):
         pdscan.jax.scan_ste_dict(w, Q, d, b, reverse=[1])
     with pytest.raises(TypeError, match="JAX or NumPy arrays"):
         pdscan.jax.scan_ste_dict(*(torch.tensor(inp[k]) for k in ("w", "Q", "d", "b")))

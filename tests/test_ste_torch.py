@@ -176,7 +176,7 @@ def test_errors():
         pdscan.torch.scan_ste_mixture(w, Q, d, b, temperature=-1.0)
     with pytest.raises(ValueError, match="mode"):
         pdscan.torch.scan_ste_dict(w, Q, d, b, mode="sideways")
-    with pytest.raises(TypeError, match="reverse: expected a bool"):
+    with pytest.raises(TypeError, match="reverse: expected a Python bool"):
         pdscan.torch.scan_ste_dict(w, Q, d, b, reverse=1)
     compiled = torch.compile(lambda *a: pdscan.torch.scan_ste_dict(*a), fullgraph=True, backend="aot_eager")
     with pytest.raises(Exception, match=r"w and Q"):  # the core's checks run while tracing

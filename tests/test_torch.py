@@ -286,6 +286,9 @@ def test_torch_compile_dynamic_shapes_broadcast_and_errors():
         want = torch.autograd.grad(loss(index, d, b, x0), (d, b, x0))
         for a, w in zip(got, want):
             assert a.shape == w.shape and a.dtype == w.dtype and torch.allclose(a, w, rtol=1e-12, atol=1e-12)
+    # symbolic sizes that disagree: the core's message, with the sizes' symbols
+    with pytest.raises(Exception, match=r"b: expected shape \(\.\.\., L, N\) = \(\.\.\., \S+, \S+\) to match d"):
+        compiled(index, d, b[:, :3].detach(), x0)
     static = torch.compile(loss, fullgraph=True, backend="aot_eager")
     with pytest.raises(Exception, match=r"b: expected shape \(\.\.\., L, N\)"):
         static(index, d, torch.ones(2, 3, 4), None)
@@ -304,9 +307,12 @@ def test_bad_input_gets_the_core_errors():
     with pytest.raises(ValueError, match=r"the leading \(batch\) dimensions do not broadcast"):
         pdscan.torch.scan(torch.zeros(3, 5, 3, dtype=torch.int64), d, d)
     for check_index in (True, False):  # without the index check the op itself raises them
-        with pytest.raises(TypeError, match=r"d: expected float32, float64, complex64 or complex128"):
-            pdscan.torch.scan(torch.zeros(2, 5, 3, dtype=torch.int64), d.to(torch.float16), d,
-                              check_index=check_index)
+        for dtype in (torch.float16, torch.bfloat16):  # (NumPy has no bfloat16)
+            with pytest.raises(TypeError, match=r"d: expected float32, float64, complex64 or complex128"):
+                pdscan.torch.scan(torch.zeros(2, 5, 3, dtype=torch.int64), d.to(dtype), d,
+                                  check_index=check_index)
+        with pytest.raises(TypeError, match=r"index: expected an integer dtype"):
+            pdscan.torch.scan(torch.zeros(2, 5, 3, dtype=torch.bool), d, d, check_index=check_index)
         with pytest.raises(ValueError, match=r"x0: expected shape \(\.\.\., N\) = \(\.\.\., 3\)"):
             pdscan.torch.scan(torch.zeros(2, 5, 3, dtype=torch.int64), d, d, torch.ones(2, 4, dtype=torch.complex64),
                               check_index=check_index)
@@ -415,3 +421,19 @@ def test_cuda_graph_capture_of_forward_and_backward_matches_eager():
     torch.cuda.synchronize()
     for a, w in zip(captured, eager):
         assert rel_err(a.cpu().numpy(), w.cpu().numpy()) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64])
+def test_wide_unsigned_indices_are_checked_and_scanned(dtype):
+    """torch implements few operations for uint16 to uint64 (no max, no comparison on
+    the CPU): the index check still runs, and reports the value as stored."""
+    rng = np.random.default_rng()
+    index = rng.integers(0, 4, size=(2, 6, 4))
+    d = torch.tensor(random_unit_values(rng, (2, 6, 4), np.complex128))
+    b = torch.randn(2, 6, 4, dtype=torch.complex128)
+    want = pdscan.torch.scan(torch.tensor(index), d, b)
+    assert torch.equal(pdscan.torch.scan(torch.from_numpy(index.astype(np.uint64)).to(dtype), d, b), want)
+    bad = index.astype(np.uint64)
+    bad[1, 4, 2] = np.iinfo(np.dtype(str(dtype).split(".")[1])).max
+    with pytest.raises(ValueError, match=rf"index\[1, 4, 2\] = {int(bad[1, 4, 2])}$"):
+        pdscan.torch.scan(torch.from_numpy(bad).to(dtype), d, b)

@@ -9,7 +9,7 @@ for libraries without a dedicated backend, and as an independent oracle.
 from __future__ import annotations
 
 from .. import monoid
-from .._adjoint import step_maps, vjp_by_adjoint_scan
+from .._adjoint import step_elements, vjp_by_adjoint_scan
 
 
 class ArrayApiBackend:
@@ -17,7 +17,7 @@ class ArrayApiBackend:
 
     def forward(self, p):
         xp = p.xp
-        elements = monoid.Affine(step_maps(xp, p), p.d, p.b, p.mode)
+        elements = step_elements(xp, p)
         prefix = monoid.associative_scan(xp, elements, reverse=p.reverse)
         if p.x0 is None:
             return prefix.b

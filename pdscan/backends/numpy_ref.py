@@ -15,6 +15,10 @@ VJP (plain transpose; ``conjugate=True`` conjugates d and x first)::
     grad_d[t,j] = g[t][sigma_t(j)] * x[t-1][j]           (scatter mode)
     grad_d[t,i] = g[t][i] * x[t-1][sigma_t(i)]           (gather mode)
     grad_x0     = A_0^T g[0]
+
+A step whose map sends a lane out of range (possible only with ``check_index=False``)
+is never dereferenced: its state is NaN throughout, and so are its grad_d and the
+adjoint state it passes back (``A_t^T g[t]``), as in every backend.
 """
 
 from __future__ import annotations
@@ -49,11 +53,26 @@ def apply_transposed(sigma, d, g, mode):
 
 
 def step_map(p, t):
-    """sigma_t, the map of step t: index[..., t, :], or maps[..., index[..., t], :]."""
+    """sigma_t, the map of step t: index[..., t, :], or maps[..., index[..., t], :]
+    (-1 throughout for a selector out of range)."""
     if p.maps is None:
         return p.index[..., t, :]
-    choice = p.index[..., t][..., None, None]
-    return np.take_along_axis(p.maps, choice.astype(np.intp), axis=-2)[..., 0, :]
+    choice = p.index[..., t].astype(np.int64)[..., None, None]
+    known = (choice >= 0) & (choice < p.K)
+    sigma = np.take_along_axis(p.maps, np.where(known, choice, 0), axis=-2)
+    return np.where(known, sigma.astype(np.int64), -1)[..., 0, :]
+
+
+def out_of_range(sigma):
+    """True, shape (..., 1), where the map sends a lane out of range."""
+    return ((sigma < 0) | (sigma >= sigma.shape[-1])).any(axis=-1, keepdims=True)
+
+
+def checked_step(p, t):
+    """(sigma_t with lane 0 for every lane of a map out of range, that map's rows)."""
+    sigma = step_map(p, t)
+    bad = out_of_range(sigma)
+    return np.where(bad, 0, sigma), bad
 
 
 class NumpyReference:
@@ -63,7 +82,9 @@ class NumpyReference:
         x = np.empty(p.batch_shape + (p.L, p.N), p.dtype)
         state = p.x0 if p.x0 is not None else np.zeros(p.batch_shape + (p.N,), p.dtype)
         for t in p.time_order():
-            state = apply(step_map(p, t), p.d[..., t, :], state, p.mode) + p.b[..., t, :]
+            sigma, bad = checked_step(p, t)
+            state = apply(sigma, p.d[..., t, :], state, p.mode) + p.b[..., t, :]
+            state = np.where(bad, np.nan, state)
             x[..., t, :] = state
         return x
 
@@ -77,14 +98,15 @@ class NumpyReference:
         for position in range(p.L - 1, -1, -1):  # adjoint: the forward order, backwards
             t = order[position]
             previous = x[..., order[position - 1], :] if position > 0 else x0
-            sigma, d = step_map(p, t), conj(p.d[..., t, :])
+            (sigma, bad), d = checked_step(p, t), conj(p.d[..., t, :])
             g = grad_x[..., t, :] + carry
             grad_b[..., t, :] = g
             if p.mode == "scatter":
                 grad_d[..., t, :] = gather(g, sigma) * conj(previous)
             else:
                 grad_d[..., t, :] = g * gather(conj(previous), sigma)
-            carry = apply_transposed(sigma, d, g, p.mode)
+            grad_d[..., t, :] = np.where(bad, np.nan, grad_d[..., t, :])
+            carry = np.where(bad, np.nan, apply_transposed(sigma, d, g, p.mode))
         return grad_d, grad_b, (carry if p.x0 is not None else None)
 
 

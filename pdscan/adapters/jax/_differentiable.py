@@ -25,7 +25,7 @@ import numpy as np
 
 from ... import backends, monoid
 from ..._namespace import common_library
-from ..._problem import check_range, prepare
+from ..._problem import check_flag, check_range, prepare
 
 #: the pure-XLA backend's registry entry (kept here too so that it can be selected
 #: by name once the adapter is loaded, whatever the core list holds)
@@ -163,7 +163,7 @@ def scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, back
     except that NumPy arrays are taken (as JAX arrays) as every JAX function does;
     ``backend`` is ``"jax"`` (the project's kernels, the default) or ``"jax_xla"``
     (pure XLA).  Index values are checked when they are concrete; under jit or vmap
-    they cannot be read, and an out-of-range index gives NaN in the states it touches.
+    they cannot be read, and an out-of-range index makes the state of its step NaN.
     """
     named = dict(index=index, d=d, b=b, x0=x0, maps=maps)
     libraries = {name: library_of_argument(name, a) for name, a in named.items() if a is not None}
@@ -174,8 +174,8 @@ def scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, back
     # constants hand those over); other libraries are never converted
     index, d, b, x0, maps = (None if a is None else jnp.asarray(a) for a in (index, d, b, x0, maps))
     monoid.check_mode(mode)
-    if not isinstance(reverse, bool):  # the core's error (before jit hashes it as a static argument)
-        prepare(index, d, b, x0, maps=maps, mode=mode, reverse=reverse)
+    check_flag(reverse, "reverse")  # before jit hashes it as a static argument
+    check_flag(check_index, "check_index")
     if check_index:
         _check_index_when_concrete(index, d, b, x0, maps, mode, reverse)
     return _checked_scan(index, d, b, x0, maps, mode=mode, reverse=reverse, backend=backend)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from ... import monoid, ste
 from ..._namespace import common_library
+from ..._problem import check_flag
 from ._differentiable import library_of_argument
 
 _custom = {}
@@ -33,8 +34,7 @@ _custom = {}
 def _check_static(mode, reverse, temperature):
     """The core's errors for arguments that become static (hashed) under jit."""
     monoid.check_mode(mode)
-    if not isinstance(reverse, bool):
-        raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
+    check_flag(reverse, "reverse")
     if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
         raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
 

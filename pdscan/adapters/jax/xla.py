@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from ... import monoid
-from ..._adjoint import step_maps, vjp_by_adjoint_scan
+from ..._adjoint import step_elements, vjp_by_adjoint_scan
 from ._differentiable import JaxBackend, problem_of_arrays
 
 #: steps per chunk: the associative scan inside costs log2(CHUNK) combines per step
@@ -43,7 +43,7 @@ def _from_chunks(a):
 
 def chunked_scan(p):
     """The states of the (non-empty) problem ``p`` of JAX arrays, batch + (L, N)."""
-    sigma, d, b = step_maps(jnp, p), p.d, p.b
+    sigma, d, b, _ = step_elements(jnp, p)
     if p.reverse:  # a reverse scan is a forward scan over the steps in reverse order
         sigma, d, b = (jnp.flip(a, axis=-2) for a in (sigma, d, b))
     chunk = min(CHUNK, p.L)

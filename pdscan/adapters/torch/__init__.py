@@ -14,7 +14,7 @@ capture) it calls the op on the tensors as given: the op checks shapes and dtype
 with the core's ``prepare`` itself and reduces gradients over broadcast dimensions
 in its backward, so nothing is checked twice and nothing is traced but the op.
 Unchecked index values rely on the kernels' bounds safety (an out-of-range index
-gives NaN in the states it touches).
+makes the state of its step NaN).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ... import _api, monoid
+from ..._problem import check_flag
 from ._ops import scan_backward, scan_forward
 
 
@@ -82,6 +83,7 @@ def scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, chec
     are checked unless ``check_index=False``, or while torch.compile traces or a
     CUDA graph is captured, where they cannot be read.
     """
+    check_flag(check_index, "check_index")
     if torch.compiler.is_compiling():
         # the op's fake implementation runs the core's shape and dtype checks while
         # tracing; mode and reverse are plain Python values, checked here
@@ -102,8 +104,7 @@ def scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, chec
 
 def _check_options(mode, reverse):
     monoid.check_mode(mode)
-    if not isinstance(reverse, bool):
-        raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
+    check_flag(reverse, "reverse")
 
 
 __all__ = ["BACKEND", "TorchBackend", "scan", "scan_forward", "scan_backward"]

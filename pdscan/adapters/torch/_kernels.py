@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ... import backends
-from ..._problem import check_like_output, prepare
+from ..._problem import check_like_output, integer_dtype_error, prepare, value_dtype_error
 from .._host import HOST_KERNEL_LOCK as _HOST_KERNEL_LOCK, host_kernel  # noqa: F401 - used here and by siblings
 
 NUMPY_DTYPE = {
@@ -51,14 +51,18 @@ def plain(t):
     return None if t is None else t.detach().resolve_conj().resolve_neg()
 
 
-def check_one_device(**named):
-    """The core's error where tensors sit on different devices (the dispatcher runs
-    the CUDA kernel as soon as one argument is on a GPU; views must not be built
-    over another device's memory)."""
+def check_tensors(**named):
+    """The core's errors for what no view can carry, before any view is built:
+    tensors on different devices (the dispatcher runs the CUDA kernel as soon as one
+    argument is on a GPU; views must not be built over another device's memory), and
+    dtypes that NumPy and CuPy do not have (bfloat16, bool, ...)."""
     devices = {name: t.device for name, t in named.items() if t is not None}
     if len(set(devices.values())) > 1:
         detail = ", ".join(f"{name} on {device}" for name, device in devices.items())
         raise ValueError(f"all arrays must be on one device ({detail})")
+    for name, t in named.items():
+        if t is not None and t.dtype not in NUMPY_DTYPE:
+            raise (integer_dtype_error if name in ("index", "maps") else value_dtype_error)(name, t.dtype)
 
 
 def _run_forward(kernel, p, out):
@@ -101,7 +105,7 @@ def _host_view(t):
 
 
 def cpu_forward(index, d, b, x0, maps, mode, reverse):
-    check_one_device(index=index, d=d, b=b, x0=x0, maps=maps)
+    check_tensors(index=index, d=d, b=b, x0=x0, maps=maps)
     p = prepare(*map(_host_view, (index, d, b, x0)), maps=_host_view(maps), mode=mode, reverse=reverse,
                 check_index=False)
     x = _new_states(p, d.device)
@@ -113,7 +117,7 @@ def cpu_forward(index, d, b, x0, maps, mode, reverse):
 
 
 def cpu_vjp(index, d, x0, maps, x, grad_x, mode, reverse, conjugate):
-    check_one_device(index=index, d=d, x0=x0, maps=maps, x=x, grad_x=grad_x)
+    check_tensors(index=index, d=d, x0=x0, maps=maps, x=x, grad_x=grad_x)
     # the VJP does not read b: x (full batch shape, the problem's dtype) stands in for it
     x_view = _host_view(x)
     p = prepare(*map(_host_view, (index, d)), x_view, _host_view(x0), maps=_host_view(maps), mode=mode,
@@ -186,7 +190,7 @@ class _OnTorchStream:
 
 
 def cuda_forward(index, d, b, x0, maps, mode, reverse):
-    check_one_device(index=index, d=d, b=b, x0=x0, maps=maps)
+    check_tensors(index=index, d=d, b=b, x0=x0, maps=maps)
     kernel = cuda_kernel()
     with _OnTorchStream(d.device) as on:
         p = prepare(*map(on.view, (index, d, b, x0)), maps=on.view(maps), mode=mode, reverse=reverse,
@@ -199,7 +203,7 @@ def cuda_forward(index, d, b, x0, maps, mode, reverse):
 
 
 def cuda_vjp(index, d, x0, maps, x, grad_x, mode, reverse, conjugate):
-    check_one_device(index=index, d=d, x0=x0, maps=maps, x=x, grad_x=grad_x)
+    check_tensors(index=index, d=d, x0=x0, maps=maps, x=x, grad_x=grad_x)
     kernel = cuda_kernel()
     with _OnTorchStream(d.device) as on:
         x_view = on.view(x)  # stands in for b, as on the CPU

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from ... import monoid, ste
 from ..._namespace import namespace
-from ..._problem import unbroadcast
+from ..._problem import check_flag, unbroadcast
 from . import _kernels
 from ._ops import _check_device
 
@@ -201,8 +201,7 @@ scan_ste_mixture_forward.register_autograd(_make_backward(scan_ste_mixture_backw
 
 def _check_static(mode, reverse, temperature=None):
     monoid.check_mode(mode)
-    if not isinstance(reverse, bool):
-        raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
+    check_flag(reverse, "reverse")
     if temperature is not None and not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
                                         and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
