@@ -126,10 +126,16 @@ def run(size=(8, 257, 16, 4), dtypes=("float32", "float64", "complex64", "comple
         for label, to_native, to_numpy in devices:
             for dtype in dtypes:
                 try:
-                    _validate_one(name, label, to_native, to_numpy, dtype, (2, 5, 3, 2), seed)  # warm-up, compile
+                    # the first run compiles (XLA, per shape), so the time is the second
+                    # run's; both runs' errors count
+                    first, _ = _validate_one(name, label, to_native, to_numpy, dtype, size, seed)
                     error, seconds = _validate_one(name, label, to_native, to_numpy, dtype, size, seed + 1)
+                    error = max(first, error) if not np.isnan(first) else first
                     ok = bool(error <= TOLERANCE[dtype])
-                    rows.append(Row(name, label, dtype, error, seconds, ok))
+                    # the reference runs the NumPy backend on the same inputs widened: in the
+                    # wide dtypes that row compares it with itself
+                    note = "the reference itself" if name == "numpy" and dtype in ("float64", "complex128") else ""
+                    rows.append(Row(name, label, dtype, error, seconds, ok, note))
                 except Exception as err:  # noqa: BLE001
                     rows.append(Row(name, label, dtype, float("nan"), 0.0, False, f"{type(err).__name__}: {err}"))
     return rows
@@ -157,7 +163,7 @@ def format_header(size) -> str:
 
 def format_row(r) -> str:
     tol = TOLERANCE.get(r.dtype, float("nan"))
-    status = "ok" if r.ok else "FAIL" + (f" ({r.note})" if r.note else "")
+    status = ("ok" if r.ok else "FAIL") + (f" ({r.note})" if r.note else "")
     return f"{r.backend:<11} {r.device:<8} {r.dtype:<11} {r.error:>12.2e} {tol:>10.0e} {r.seconds:>9.3f}  {status}"
 
 

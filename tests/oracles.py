@@ -115,9 +115,11 @@ def dense_scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False
 
 
 def unchecked_dense_scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False):
-    """dense_scan for maps that may send lanes out of range (``check_index=False``):
-    the state of a step whose map (or selector) is out of range is NaN throughout,
-    and the recurrence goes on from it."""
+    """dense_scan that adds only the entries a map sets, so that a NaN or an Inf
+    reaches just the rows its lane goes to (a dense product would spread 0 * Inf),
+    for maps that may send lanes out of range (``check_index=False``): the state of a
+    step whose map (or selector) is out of range is NaN throughout, and the
+    recurrence goes on from it."""
     index = np.asarray(index).astype(np.int64)
     n = np.shape(d)[-1]
     if maps is None:
