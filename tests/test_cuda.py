@@ -251,6 +251,13 @@ def test_out_of_range_index_without_check_is_nan(schedule, mode, K):
     x = cupy.asnumpy(x)
     assert np.isnan(x[1, bad_step]).any()
     assert not np.isnan(x[1, :bad_step]).any() and not np.isnan(x[0]).any()
+    # nothing reached the other sequence, nor the steps before: the reference's values
+    # (which, bounds-safe too, makes the bad step's whole state NaN)
+    want = pdscan.scan(host["index"], host["d"], host["b"], host["x0"], maps=host["maps"], mode=mode,
+                       backend="numpy", check_index=False)
+    assert np.isnan(want[1, bad_step]).all()
+    assert np.max(np.abs(x[0] - want[0])) <= 1e-4 * np.max(np.abs(want[0]))
+    assert np.max(np.abs(x[1, :bad_step] - want[1, :bad_step])) <= 1e-4 * np.max(np.abs(want[1, :bad_step]))
     grads = pdscan.scan_vjp(dev["index"], dev["d"], dev["b"], dev["x0"], cupy.asarray(np.nan_to_num(x)),
                             cupy.ones(x.shape, x.dtype), maps=dev["maps"], mode=mode, backend="cuda",
                             check_index=False)
