@@ -160,6 +160,24 @@ def _check_ndim(a, name, ndim, layout):
         raise ValueError(f"{name}: expected shape {layout}, got {_shape(a)}")
 
 
+def _check_maps(xp, maps, N, d) -> int:
+    """The dictionary's dtype and shape (..., K, N); returns K."""
+    _check_integer(xp, maps, "maps")
+    _check_ndim(maps, "maps", 2, f"(..., K, N) = (..., K, {N})")
+    if _shape(maps)[-1] != N:
+        raise ValueError(f"maps: expected shape (..., K, N) with N = {N} to match d {_shape(d)}, got {_shape(maps)}")
+    return _shape(maps)[-2]
+
+
+def _check_index_values(xp, index, maps, N):
+    """Index values in [0, N), or selectors in [0, K) and maps in [0, N)."""
+    if maps is None:
+        check_range(xp, index, "index", N)
+    else:
+        check_range(xp, index, "index", _shape(maps)[-2])
+        check_range(xp, maps, "maps", N)
+
+
 def prepare(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, check_index=True,
             extra=None) -> ScanProblem:
     """Check the arguments of a scan and return the normalised ``ScanProblem``.
@@ -192,11 +210,7 @@ def prepare(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, c
             )
         batches["index"] = _shape(index)[:-2]
     else:
-        _check_integer(xp, maps, "maps")
-        _check_ndim(maps, "maps", 2, f"(..., K, N) = (..., K, {N})")
-        if _shape(maps)[-1] != N:
-            raise ValueError(f"maps: expected shape (..., K, N) with N = {N} to match d {_shape(d)}, got {_shape(maps)}")
-        K = _shape(maps)[-2]
+        K = _check_maps(xp, maps, N, d)
         _check_ndim(index, "index", 1, f"(..., L) = (..., {L}) when maps are given")
         if _shape(index)[-1] != L:
             raise ValueError(
@@ -224,11 +238,7 @@ def prepare(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, c
         raise TypeError(f"d, b and x0: dtypes {d.dtype}, {b.dtype} do not promote to a common type") from None
 
     if check_index:
-        if maps is None:
-            check_range(xp, index, "index", N)
-        else:
-            check_range(xp, index, "index", K)
-            check_range(xp, maps, "maps", N)
+        _check_index_values(xp, index, maps, N)
 
     def broadcast(a, tail):  # the array itself when it has the shape already (most calls)
         shape = batch + tail
@@ -282,19 +292,12 @@ def prepare_step(index, d, b, x, *, maps=None, mode="scatter", check_index=True)
             raise ValueError(f"index: expected shape (..., N) = (..., {N}) to match d {_shape(d)}, got {_shape(index)}")
         batches["index"] = _shape(index)[:-1]
     else:
-        _check_integer(xp, maps, "maps")
-        _check_ndim(maps, "maps", 2, f"(..., K, N) = (..., K, {N})")
-        if _shape(maps)[-1] != N:
-            raise ValueError(f"maps: expected shape (..., K, N) with N = {N} to match d {_shape(d)}, got {_shape(maps)}")
+        _check_maps(xp, maps, N, d)
         batches["index"] = _shape(index)
         batches["maps"] = _shape(maps)[:-2]
     _broadcast_batch(batches)
     if check_index:
-        if maps is None:
-            check_range(xp, index, "index", N)
-        else:
-            check_range(xp, index, "index", _shape(maps)[-2])
-            check_range(xp, maps, "maps", N)
+        _check_index_values(xp, index, maps, N)
     lifted_index = index[..., None, :] if maps is None else index[..., None]
     return prepare(lifted_index, d[..., None, :], b[..., None, :], x, maps=maps, mode=mode, check_index=False)
 
