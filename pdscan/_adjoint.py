@@ -20,7 +20,7 @@ def step_maps(xp, p):
     """sigma_t for every step, batch + (L, N), signed (a selector out of range gives
     a map of -1)."""
     sigma = p.index if p.maps is None else monoid.select_maps(xp, p.maps, p.index)
-    return xp.astype(sigma, monoid.default_index_dtype(xp))
+    return xp.astype(sigma, monoid.default_index_dtype(xp), copy=False)
 
 
 def step_elements(xp, p) -> monoid.Affine:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import backends, monoid
 from ._namespace import common_library, device as _device
-from ._adjoint import step_elements, step_maps
+from ._adjoint import step_elements
 from ._problem import check_flag, check_like_output, check_range, prepare, prepare_step, unbroadcast
 
 
@@ -77,8 +77,8 @@ def step(index, d, b, x, *, maps=None, mode="scatter", check_index=True):
     """
     lifted = prepare_step(index, d, b, x, maps=maps, mode=mode, check_index=check_index)
     xp = lifted.xp
-    one = monoid.steps(xp, step_maps(xp, lifted)[..., 0, :], lifted.d[..., 0, :], lifted.b[..., 0, :], mode)
-    return monoid.apply(xp, one.index, one.d, lifted.x0, mode) + one.b
+    one = step_elements(xp, lifted)
+    return monoid.apply(xp, one.index[..., 0, :], one.d[..., 0, :], lifted.x0, mode) + one.b[..., 0, :]
 
 
 def reduce(index, d, b, *, maps=None, mode="scatter", reverse=False, check_index=True):

@@ -160,13 +160,40 @@ def _check_ndim(a, name, ndim, layout):
         raise ValueError(f"{name}: expected shape {layout}, got {_shape(a)}")
 
 
-def _check_maps(xp, maps, N, d) -> int:
-    """The dictionary's dtype and shape (..., K, N); returns K."""
-    _check_integer(xp, maps, "maps")
+def _check_map_sizes(maps, N, d):
+    """The dictionary's shape (..., K, N)."""
     _check_ndim(maps, "maps", 2, f"(..., K, N) = (..., K, {N})")
     if _shape(maps)[-1] != N:
         raise ValueError(f"maps: expected shape (..., K, N) with N = {N} to match d {_shape(d)}, got {_shape(maps)}")
-    return _shape(maps)[-2]
+
+
+def check_sizes(index, d, b, x0, maps):
+    """The scan's checks of L and N; returns (L, N).  Plain comparisons only (nothing
+    hashes a size), so that sizes torch.compile made symbolic go through them too,
+    each comparison a guard: a call whose sizes disagree traces again and raises."""
+    _check_ndim(d, "d", 2, "(..., L, N)")
+    _check_ndim(b, "b", 2, "(..., L, N)")
+    L, N = _shape(d)[-2:]
+    if _shape(b)[-2:] != (L, N):
+        raise ValueError(f"b: expected shape (..., L, N) = (..., {L}, {N}) to match d {_shape(d)}, got {_shape(b)}")
+    if maps is None:
+        _check_ndim(index, "index", 2, f"(..., L, N) = (..., {L}, {N})")
+        if _shape(index)[-2:] != (L, N):
+            raise ValueError(
+                f"index: expected shape (..., L, N) = (..., {L}, {N}) to match d {_shape(d)}, got {_shape(index)}"
+            )
+    else:
+        _check_map_sizes(maps, N, d)
+        _check_ndim(index, "index", 1, f"(..., L) = (..., {L}) when maps are given")
+        if _shape(index)[-1] != L:
+            raise ValueError(
+                f"index: expected shape (..., L) = (..., {L}) when maps are given (d is {_shape(d)}), got {_shape(index)}"
+            )
+    if x0 is not None:
+        _check_ndim(x0, "x0", 1, f"(..., N) = (..., {N})")
+        if _shape(x0)[-1] != N:
+            raise ValueError(f"x0: expected shape (..., N) = (..., {N}) to match d {_shape(d)}, got {_shape(x0)}")
+    return L, N
 
 
 def _check_index_values(xp, index, maps, N):
@@ -195,34 +222,17 @@ def prepare(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, c
     _check_integer(xp, index, "index")
     _check_values(xp, d, "d")
     _check_values(xp, b, "b")
-    _check_ndim(d, "d", 2, "(..., L, N)")
-    _check_ndim(b, "b", 2, "(..., L, N)")
-    L, N = _shape(d)[-2:]
-    if _shape(b)[-2:] != (L, N):
-        raise ValueError(f"b: expected shape (..., L, N) = (..., {L}, {N}) to match d {_shape(d)}, got {_shape(b)}")
-    batches = {"d": _shape(d)[:-2], "b": _shape(b)[:-2]}
-    K = 0
-    if maps is None:
-        _check_ndim(index, "index", 2, f"(..., L, N) = (..., {L}, {N})")
-        if _shape(index)[-2:] != (L, N):
-            raise ValueError(
-                f"index: expected shape (..., L, N) = (..., {L}, {N}) to match d {_shape(d)}, got {_shape(index)}"
-            )
-        batches["index"] = _shape(index)[:-2]
-    else:
-        K = _check_maps(xp, maps, N, d)
-        _check_ndim(index, "index", 1, f"(..., L) = (..., {L}) when maps are given")
-        if _shape(index)[-1] != L:
-            raise ValueError(
-                f"index: expected shape (..., L) = (..., {L}) when maps are given (d is {_shape(d)}), got {_shape(index)}"
-            )
-        batches["index"] = _shape(index)[:-1]
-        batches["maps"] = _shape(maps)[:-2]
+    if maps is not None:
+        _check_integer(xp, maps, "maps")
     if x0 is not None:
         _check_values(xp, x0, "x0")
-        _check_ndim(x0, "x0", 1, f"(..., N) = (..., {N})")
-        if _shape(x0)[-1] != N:
-            raise ValueError(f"x0: expected shape (..., N) = (..., {N}) to match d {_shape(d)}, got {_shape(x0)}")
+    L, N = check_sizes(index, d, b, x0, maps)
+    K = 0 if maps is None else _shape(maps)[-2]
+    batches = {"d": _shape(d)[:-2], "b": _shape(b)[:-2],
+               "index": _shape(index)[:-2] if maps is None else _shape(index)[:-1]}
+    if maps is not None:
+        batches["maps"] = _shape(maps)[:-2]
+    if x0 is not None:
         batches["x0"] = _shape(x0)[:-1]
     batch = _broadcast_batch(batches)
 
@@ -292,7 +302,8 @@ def prepare_step(index, d, b, x, *, maps=None, mode="scatter", check_index=True)
             raise ValueError(f"index: expected shape (..., N) = (..., {N}) to match d {_shape(d)}, got {_shape(index)}")
         batches["index"] = _shape(index)[:-1]
     else:
-        _check_maps(xp, maps, N, d)
+        _check_integer(xp, maps, "maps")
+        _check_map_sizes(maps, N, d)
         batches["index"] = _shape(index)
         batches["maps"] = _shape(maps)[:-2]
     _broadcast_batch(batches)

@@ -100,9 +100,9 @@ def gather(xp, x, index):
     """
     batch_x, length = tuple(x.shape[:-1]), x.shape[-1]
     if xp.isdtype(x.dtype, "integral"):
-        x = xp.astype(x, default_index_dtype(xp))
+        x = xp.astype(x, default_index_dtype(xp), copy=False)
     target = _broadcast_shapes(batch_x, tuple(index.shape[:-1]))
-    index = xp.astype(index, default_index_dtype(xp))
+    index = xp.astype(index, default_index_dtype(xp), copy=False)
     ok = in_range(xp, index, length)
     safe = xp.where(ok, index, xp.zeros_like(index))
     flat = _row_offsets(xp, batch_x, target, length, _device(x)) + safe
@@ -123,7 +123,7 @@ def scatter_add(xp, index, values, length):
     n = values.shape[-1]
     dev = _device(values)
     values = xp.broadcast_to(values, target + (n,))
-    index = xp.astype(index, default_index_dtype(xp))
+    index = xp.astype(index, default_index_dtype(xp), copy=False)
     keys = _row_offsets(xp, target, target, length, dev) + index
     keys = xp.where(in_range(xp, index, length), keys, xp.full((), -1, dtype=keys.dtype, device=dev))
     keys = xp.reshape(xp.broadcast_to(keys, target + (n,)), (-1,))

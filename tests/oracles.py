@@ -97,29 +97,11 @@ def step_maps(index, maps):
 
 
 def dense_scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False):
-    """The recurrence with dense matrices, in complex128 (or float64)."""
-    sigma = step_maps(index, maps)
-    dtype = np.result_type(d, b, *(() if x0 is None else (x0,)), np.float64)
-    A = dense(sigma, np.asarray(d, dtype), mode)
-    b = np.asarray(b, dtype)
-    batch = np.broadcast_shapes(A.shape[:-3], b.shape[:-2], () if x0 is None else np.shape(x0)[:-1])
-    L, N = b.shape[-2:]
-    A = np.broadcast_to(A, batch + (L, N, N))
-    b = np.broadcast_to(b, batch + (L, N))
-    state = np.zeros(batch + (N,), dtype) if x0 is None else np.broadcast_to(np.asarray(x0, dtype), batch + (N,))
-    x = np.empty(batch + (L, N), dtype)
-    for t in (range(L - 1, -1, -1) if reverse else range(L)):
-        state = np.einsum("...ij,...j->...i", A[..., t, :, :], state) + b[..., t, :]
-        x[..., t, :] = state
-    return x
-
-
-def unchecked_dense_scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False):
-    """dense_scan that adds only the entries a map sets, so that a NaN or an Inf
-    reaches just the rows its lane goes to (a dense product would spread 0 * Inf),
-    for maps that may send lanes out of range (``check_index=False``): the state of a
-    step whose map (or selector) is out of range is NaN throughout, and the
-    recurrence goes on from it."""
+    """The recurrence with dense matrices, in complex128 (or float64).  Only the
+    entries a map sets are added, so that a NaN or an Inf reaches just the rows its
+    lane goes to (a dense product would spread 0 * Inf).  Maps may send lanes out of
+    range (``check_index=False``): the state of a step whose map (or selector) is out
+    of range is NaN throughout, and the recurrence goes on from it."""
     index = np.asarray(index).astype(np.int64)
     n = np.shape(d)[-1]
     if maps is None:

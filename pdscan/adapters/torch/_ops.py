@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..._namespace import namespace
-from ..._problem import prepare, unbroadcast
+from ..._problem import check_sizes, prepare, unbroadcast
 from . import _kernels
 
 #: what ``unbroadcast`` reads of an input: its shape and dtype (b itself is not kept)
@@ -66,15 +66,15 @@ def result_meta(index, d, b, x0, maps, mode, reverse):
     Where every size is a plain integer this runs the core's ``prepare`` (on fake
     tensors under torch.compile), so that tracing raises the core's errors.  Sizes
     that torch.compile made symbolic cannot go through the core's shape code (it
-    hashes sizes): ``_check_symbolic_sizes`` compares L and N as the core does (each
-    comparison a guard, so that a call whose sizes disagree traces again and raises
-    there), and torch's own broadcasting and promotion, the same rules, give the rest.
+    hashes sizes): its ``check_sizes`` compares L and N (each comparison a guard, so
+    that a call whose sizes disagree traces again and raises there), and torch's own
+    broadcasting and promotion, the same rules, give the rest.
     """
     tensors = [t for t in (index, maps, d, b, x0) if t is not None]
     if all(type(n) is int for t in tensors for n in t.shape):
         p = prepare(index, d, b, x0, maps=maps, mode=mode, reverse=reverse, check_index=False)
         return p.batch_shape, p.L, p.N, p.dtype
-    _check_symbolic_sizes(index, d, b, x0, maps)
+    check_sizes(index, d, b, x0, maps)
     L, N = d.shape[-2:]
     batches = [d.shape[:-2], b.shape[:-2]]
     batches.append(index.shape[:-2] if maps is None else index.shape[:-1])
@@ -87,30 +87,6 @@ def result_meta(index, d, b, x0, maps, mode, reverse):
         if t is not None:
             dtype = torch.promote_types(dtype, t.dtype)
     return tuple(torch.broadcast_shapes(*batches)), L, N, dtype
-
-
-def _check_symbolic_sizes(index, d, b, x0, maps):
-    """The core's checks of L and N (its messages), on sizes that may be symbolic."""
-    for t, name, ndim, layout in ((d, "d", 2, "(..., L, N)"), (b, "b", 2, "(..., L, N)"),
-                                  (index, "index", 2 if maps is None else 1, "(..., L, N) or (..., L)"),
-                                  (maps, "maps", 2, "(..., K, N)"), (x0, "x0", 1, "(..., N)")):
-        if t is not None and t.dim() < ndim:
-            raise ValueError(f"{name}: expected shape {layout}, got {tuple(t.shape)}")
-    L, N = d.shape[-2:]
-    D = tuple(d.shape)
-    checks = [(b, b.shape[-2:], (L, N), f"b: expected shape (..., L, N) = (..., {L}, {N}) to match d {D}")]
-    if maps is None:
-        checks.append((index, index.shape[-2:], (L, N),
-                       f"index: expected shape (..., L, N) = (..., {L}, {N}) to match d {D}"))
-    else:
-        checks.append((maps, maps.shape[-1:], (N,), f"maps: expected shape (..., K, N) with N = {N} to match d {D}"))
-        checks.append((index, index.shape[-1:], (L,),
-                       f"index: expected shape (..., L) = (..., {L}) when maps are given (d is {D})"))
-    if x0 is not None:
-        checks.append((x0, x0.shape[-1:], (N,), f"x0: expected shape (..., N) = (..., {N}) to match d {D}"))
-    for t, got, want, message in checks:
-        if any(g != w for g, w in zip(got, want)):
-            raise ValueError(f"{message}, got {tuple(t.shape)}")
 
 
 @scan_forward.register_fake
