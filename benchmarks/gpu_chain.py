@@ -39,7 +39,8 @@ SETTINGS = {"not cut": dict(CHAIN_MIN_STEPS=0)}
 SETTINGS.update({f"{scale:g}": dict(CHAIN_CHUNK_SCALE=scale) for scale in (0.25, 0.35, 0.5, 0.7, 1.0, 1.4)})
 KNOBS = {k: getattr(_launch, k) for k in ("CHAIN_MIN_STEPS", "CHAIN_CHUNK_SCALE", "TEAMS_PER_SM", "MIN_CHUNK",
                                           "PIPE_BLOCKS_PER_SM", "PIPE_MIN_CHUNK", "PIPE_CUT_BELOW",
-                                          "deterministic", "pipe_chase", "pipe_consumer_warps")}
+                                          "deterministic", "pipe_chase", "pipe_consumer_warps",
+                                          "pipe_fold_chain")}
 DEFINES = dict(_kernels.DEFINES)
 
 

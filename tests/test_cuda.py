@@ -389,6 +389,63 @@ def test_chunked_results_do_not_depend_on_the_tiles(mode, monkeypatch):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("tile, consumer_warps, chase", [(2, None, True), (5, 1, False), (None, None, True)])
+def test_summaries_folded_into_the_replay_match_their_scan(mode, tile, consumer_warps, chase, monkeypatch):
+    """The replay that runs the summaries of the chunks before each chunk as its first
+    steps (``pipe_fold_chain``, pdscan_pipe.cu's F_FOLD_CHAIN) comes out bit for bit as
+    the replay from their scan (the launch it replaces; seen not to run), NaN for NaN
+    where an index is out of range: the forward both ways, with and without x0, and the
+    conjugated VJP, whose carry takes the fold too (grad_d written as it goes).  Ten
+    summaries a sequence, in tiles of 2 (five summary tiles before the chunk's own), 5,
+    or the shape's own; a last chunk shorter than the others."""
+    monkeypatch.setattr(_launch, "use_pipe", True)
+    monkeypatch.setattr(_launch, "force_chunk_len", 37)  # 400 steps: 11 chunks, the last of 30
+    monkeypatch.setattr(_launch, "force_tile_len", tile)
+    monkeypatch.setattr(_launch, "pipe_consumer_warps", consumer_warps)
+    monkeypatch.setattr(_launch, "pipe_chase", chase)
+    chains = []
+    chain = _launch._chain
+
+    def spy(*args):
+        chains.append(args[2][0].shape)
+        return chain(*args)
+
+    monkeypatch.setattr(_launch, "_chain", spy)
+    rng = np.random.default_rng()
+    host = inputs(rng, (3,), 400, 50, np.complex64)
+    good = on_gpu(host)
+    bad = on_gpu(host)
+    bad["index"][1, 150, 7] = 50  # a lane out of range in the fifth chunk of sequence 1
+    backend = pdscan.backends.get("cuda")
+    grad_x = cupy.asarray(random_values(rng, (3, 400, 50), np.complex64))
+
+    def outputs(dev):
+        outs = []
+        for reverse in (False, True):
+            for x0 in (dev["x0"], None):
+                p = prepare(dev["index"], dev["d"], dev["b"], x0, mode=mode, reverse=reverse, check_index=False)
+                x = backend.forward(p, out=cupy.full((3, 400, 50), np.nan, np.complex64))
+                outs.append(cupy.asnumpy(x))
+                outs += [cupy.asnumpy(g) for g in backend.vjp(p, x, grad_x, conjugate=True) if g is not None]
+        return outs
+
+    monkeypatch.setattr(_launch, "pipe_fold_chain", True)
+    folded = [outputs(good), outputs(bad)]
+    got, want = forward_both(host, mode=mode, reverse=True)
+    assert rel_err(got, want) <= 1e-5
+    assert chains == [], "the summaries' scan ran"
+    monkeypatch.setattr(_launch, "pipe_fold_chain", False)
+    scanned = [outputs(good), outputs(bad)]
+    assert (10, 50) in [shape[1:] for shape in chains], "the summaries' scan did not run"
+    for run_folded, run_scanned in zip(folded, scanned):
+        for a, b in zip(run_folded, run_scanned):
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    assert not any(np.isnan(a).any() for a in folded[0])
+    assert np.isnan(folded[1][0][1, 150:]).any() and not np.isnan(folded[1][0][1, :150]).any()
+    assert not np.isnan(folded[1][0][[0, 2]]).any()
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("pipe_vjp", [None, False])
 def test_vjp_takes_the_pipelined_scan_where_it_applies(mode, pipe_vjp, monkeypatch):
     """Up to N = 128 the VJP's carry runs through the pipelined scan (one step short of

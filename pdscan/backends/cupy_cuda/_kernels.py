@@ -31,7 +31,7 @@ TEAM_THREADS = {1: 32, 2: 32, 4: 256, 16: 256}
 MAX_N = 16 * 256
 
 # run-time flags, as in pdscan_common.cuh
-F_REVERSE, F_PRE_ADD, F_CONJ, F_DETERMINISTIC, F_SIGNED_INDEX = 1, 2, 4, 8, 16
+F_REVERSE, F_PRE_ADD, F_CONJ, F_DETERMINISTIC, F_SIGNED_INDEX, F_FOLD_CHAIN = 1, 2, 4, 8, 16, 32
 
 
 def lanes_per_thread(n: int) -> int:

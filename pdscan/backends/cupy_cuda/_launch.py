@@ -81,6 +81,13 @@ PIPE_CUT_BELOW = float(os.environ.get("PDSCAN_CUDA_PIPE_CUT_BELOW", "0.55"))
 #: (docs/benchmarks.md, "The scan of chunk summaries")
 CHAIN_MIN_STEPS = int(os.environ.get("PDSCAN_CUDA_CHAIN_MIN_STEPS", "24"))
 CHAIN_CHUNK_SCALE = float(os.environ.get("PDSCAN_CUDA_CHAIN_CHUNK_SCALE", "0.5"))
+#: the pipelined replay of a scan cut in time starts each chunk from x0 with the summaries
+#: of the chunks before it as its first steps (pdscan_pipe.cu's F_FOLD_CHAIN), instead of
+#: a launch of their scan between the two launches; where that scan runs one block a
+#: sequence (not cut, above) and the indexed form (the dictionary form's slots have no
+#: step tables).  The same states bit for bit; measured on the H200 (docs/benchmarks.md,
+#: "The summaries' scan folded into the replay")
+pipe_fold_chain: bool = os.environ.get("PDSCAN_CUDA_PIPE_FOLD_CHAIN", "1") not in ("", "0")
 #: scatter without float atomics (bitwise reproducible); gather mode always is
 deterministic: bool = os.environ.get("PDSCAN_CUDA_DETERMINISTIC", "0") not in ("", "0")
 
@@ -305,15 +312,20 @@ def _summaries(S, chunks, N, dtype):
     return cupy.empty(shape, cupy.int32), cupy.empty(shape, dtype), cupy.empty(shape, dtype)
 
 
+def _chain_chunk(S, C):
+    """The chunk length the scan of S sequences' C summaries is cut into (None: not cut)."""
+    if CHAIN_MIN_STEPS and C >= CHAIN_MIN_STEPS and S < _attr("MultiProcessorCount"):
+        return max(2, round(CHAIN_CHUNK_SCALE * math.sqrt(C)))
+    return None
+
+
 def _chain(value, kind, summaries, x0, x0_stride, flags):
     """The start states of every chunk but the first: the scan of the chunks'
     summaries (in the recurrence's order) from x0."""
     agg_index, agg_d, agg_b = summaries
     S, C, N = agg_index.shape
     chain = cupy.empty((S, C, N), agg_d.dtype)
-    chunk = None
-    if CHAIN_MIN_STEPS and C >= CHAIN_MIN_STEPS and S < _attr("MultiProcessorCount"):
-        chunk = max(2, round(CHAIN_CHUNK_SCALE * math.sqrt(C)))
+    chunk = _chain_chunk(S, C)
     run_scan(value, kind, Indexing(agg_index, C * N, 4, True), agg_d, C * N, agg_b, C * N,
              x0, x0_stride, chain, S, C, N, flags, chunk)
     return chain
@@ -405,20 +417,25 @@ def run_pipe(value, kind, ix, d, d_stride, b, b_stride, x0, x0_stride, out, S, L
     inputs = (ix.index, _i64(ix.index_stride), _i32(_grain(ix.index, ix.index_stride, index_row)),
               ix.maps if ix.maps is not None else NULL, _i64(ix.maps_stride), _i32(ix.k),
               d, _i64(d_stride), _i32(_grain(d, d_stride, row)), b, _i64(b_stride), _i32(_grain(b, b_stride, row)))
-    chain = None
+    chain, summaries = None, None
+    fold = chunks > 1 and pipe_fold_chain and not ix.uses_maps and _chain_chunk(S, chunks - 1) is None
     if chunks > 1:
-        # the summaries of every chunk but the last, then their scan into each chunk's start
+        # the summaries of every chunk but the last, then their scan into each chunk's
+        # start (or, folded, the replay's first steps)
         summaries = _summaries(S, chunks, N, d.dtype)
         _launch(K.pipe_name(value, ix.width, kind_summaries, ix.uses_maps, e, cw, True), S * (chunks - 1),
                 K.pipe_threads(cw), smem_summaries,
                 inputs + (NULL, _i64(0), NULL, NULL, _i64(0)) + summaries + NO_GRAD_D
                 + (_i32(L), _i32(N), _i32(chunk), _i32(chunks - 1), _i32(chunks), _i32(tile), _i32(flags)))
-        chain = _chain(value, kind, summaries, x0, x0_stride, flags & K.F_DETERMINISTIC | K.F_SIGNED_INDEX)
+        if not fold:
+            chain = _chain(value, kind, summaries, x0, x0_stride, flags & K.F_DETERMINISTIC | K.F_SIGNED_INDEX)
     _launch(K.pipe_name(value, ix.width, kind, ix.uses_maps, e, cw, False, fused), S * chunks, K.pipe_threads(cw),
             smem,
             inputs + (x0 if x0 is not None else NULL, _i64(x0_stride), chain if chain is not None else NULL,
-                      out, _i64(L * N if out_stride is None else out_stride), NULL, NULL, NULL) + grad_d_args
-            + (_i32(L), _i32(N), _i32(chunk), _i32(chunks), _i32(chunks), _i32(tile), _i32(flags)))
+                      out, _i64(L * N if out_stride is None else out_stride))
+            + (summaries if fold else (NULL, NULL, NULL)) + grad_d_args
+            + (_i32(L), _i32(N), _i32(chunk), _i32(chunks), _i32(chunks), _i32(tile),
+               _i32(flags | (K.F_FOLD_CHAIN if fold else 0))))
     return True
 
 

@@ -20,6 +20,7 @@ enum : int {
   F_CONJ = 4,           // use conj(d) (and conj(x) in the VJP): PyTorch's convention
   F_DETERMINISTIC = 8,  // scatter without float atomics: fixed summation order
   F_SIGNED_INDEX = 16,  // index words are signed (else unsigned)
+  F_FOLD_CHAIN = 32,    // pipelined replay: a chunk first applies the summaries of the chunks before it
 };
 
 // shared-memory regions start at multiples of 16 bytes (host too: the layouts are

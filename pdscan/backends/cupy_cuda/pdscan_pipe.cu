@@ -39,6 +39,15 @@
 // gather-mode VJP) grad_d = (the state at the lane before the step) x_prev[sigma].  No
 // F_PRE_ADD.
 //
+// F_FOLD_CHAIN (a replay, not TRACK, not MAPS): chunk c starts from x0 and first runs c
+// steps whose transforms and b are the summaries of chunks 0 .. c - 1 (agg_*, written by
+// the TRACK launch before), instead of reading its start state from the scan of the
+// summaries (chain).  The steps are those that scan would run one after another, so the
+// states are bitwise the same, and the launch between is gone.  Those steps come first
+// in their own tiles (summary tiles), in the summaries' order, whatever the direction of
+// the chunk's own; what they write lands on the chunk's first row, which its first step
+// overwrites.
+//
 // CHASE, a third kind for gather mode's chunk summaries (TRACK): the consumers follow
 // each lane's path back through the unit instead of exchanging the state at every step
 // (pdscan_pipe_chase.cuh); the producers copy its tiles last first (and conjugate),
@@ -144,8 +153,13 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
   const int c = blockIdx.x % units_per_seq;
   const int p0 = c * chunk_len;
   const int count = min(L, p0 + chunk_len) - p0;
-  const int tiles = (count + tile_len - 1) / tile_len;
   const bool rev = flags & F_REVERSE, is_signed = flags & F_SIGNED_INDEX, conj_d = flags & F_CONJ;
+  // F_FOLD_CHAIN: the c summaries before this chunk, rows agg_row0 + k N, in summary tiles
+  const bool fold = !TRACK && !MAPS && (flags & F_FOLD_CHAIN);
+  const int summary_steps = fold ? c : 0;
+  const int summary_tiles = (summary_steps + tile_len - 1) / tile_len;
+  const long long agg_row0 = s * (chunks - 1) * (long long)N;
+  const int tiles = summary_tiles + (count + tile_len - 1) / tile_len;
   // tile j: `rows` steps whose first row in memory is time t_lo.  The unit's steps lie
   // at times lo .. lo + count - 1; the tiles come in the recurrence's order, except for
   // CHASE, which walks the paths back from the unit's last step: going down in memory
@@ -153,10 +167,17 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
   // are the first the replay reads.)
   const long long lo = rev ? (long long)L - p0 - count : (long long)p0, hi = lo + count;
   const bool down = rev != (KIND == CHASE);
-  auto tile_at = [&](int j, long long& t_lo) {
+  auto chunk_tile_at = [&](int j, long long& t_lo) {  // j >= summary_tiles
+    j -= summary_tiles;
     const int rows = min(tile_len, count - j * tile_len);
     t_lo = down ? hi - j * tile_len - rows : lo + j * tile_len;
     return rows;
+  };
+  // (a summary tile: its first summary in t_lo)
+  auto tile_at = [&](int j, long long& t_lo) {
+    if (j >= summary_tiles) return chunk_tile_at(j, t_lo);
+    t_lo = (long long)j * tile_len;
+    return min(tile_len, summary_steps - j * tile_len);
   };
 
   const int XE = sm.exchange_entries;
@@ -180,10 +201,14 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
   const int warp = threadIdx.x >> 5, lane_id = threadIdx.x & 31;
   const int producer = warp - CW;  // its tiles: producer, producer + PIPE_PRODUCERS, ...
   constexpr int OWN = PIPE_STAGES / PIPE_PRODUCERS;  // slots of a producer
-  auto issue = [&](int j) {
+  // A chunk tile's copies (j >= summary_tiles), and a summary tile's (F_FOLD_CHAIN): d and
+  // b rows of the summaries; their index words are read where the tables are built, as
+  // the slot's index words may be narrower than int32
+  const long long row_bytes = (long long)sizeof(T) * N;
+  auto issue_chunk_tile = [&](int j) {
     if (j < tiles) {
       long long t_lo;
-      const int rows = tile_at(j, t_lo);
+      const int rows = chunk_tile_at(j, t_lo);
       const int sl = j % PIPE_STAGES;
       if (MAPS) {
         stage(sm.index(sl), (const int*)index_raw + s * index_stride + t_lo, 4LL * rows, index_grain, lane_id);
@@ -191,7 +216,6 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
         stage(sm.index(sl), (const word*)index_raw + s * index_stride + t_lo * N, (long long)IW * rows * N,
               index_grain, lane_id);
       }
-      const long long row_bytes = (long long)sizeof(T) * N;
       stage_rows(sm.d(sl), sm.values_pitch, d + s * d_stride + t_lo * N, row_bytes, rows, d_grain, lane_id);
       stage_rows(sm.b(sl), sm.values_pitch, b + s * b_stride + t_lo * N, row_bytes, rows, b_grain, lane_id);
       if (GRAD_D)
@@ -199,6 +223,16 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
                    x_prev_grain, lane_id);
     }
     asm volatile("cp.async.commit_group;" ::: "memory");  // empty past the end: the counts stay uniform
+  };
+  auto issue = [&](int j) {
+    if (j >= summary_tiles) return issue_chunk_tile(j);
+    long long t_lo;
+    const int rows = tile_at(j, t_lo);
+    const int sl = j % PIPE_STAGES;
+    const int grain = row_bytes % 16 == 0 ? 16 : row_bytes % 8 == 0 ? 8 : 4;
+    stage_rows(sm.d(sl), sm.values_pitch, agg_d + agg_row0 + t_lo * N, row_bytes, rows, grain, lane_id);
+    stage_rows(sm.b(sl), sm.values_pitch, agg_b + agg_row0 + t_lo * N, row_bytes, rows, grain, lane_id);
+    asm volatile("cp.async.commit_group;" ::: "memory");
   };
   if (warp >= CW)
     for (int m = 0; m < OWN - 1; ++m) issue(producer + PIPE_PRODUCERS * m);
@@ -212,12 +246,43 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
 
   if (warp >= CW) {
     // ------------------------------------------------------------ producers
-    for (int j = producer; j < tiles; j += PIPE_PRODUCERS) {
+    // tile j: wait for its copies, make its tables, hand it over, and issue the copies
+    // of this producer's next tile but one into the slot of its previous tile.  The
+    // summary tiles (F_FOLD_CHAIN) in a loop of their own, so that the chunk tiles'
+    // loop is the same code as without them (a branch in it cost the scatter forward
+    // 1-3 %, docs/benchmarks.md)
+    auto hand_over = [&](int j, auto next_issue) {
+      named_arrive<CW>(full_barrier(j % PIPE_STAGES));
+      const int next = j + PIPE_PRODUCERS * (OWN - 1);
+      if (next < tiles && next >= PIPE_STAGES) named_sync<CW>(empty_barrier(next % PIPE_STAGES));
+      next_issue(next);
+    };
+    int j = producer;
+    for (; j < summary_tiles; j += PIPE_PRODUCERS) {
+      asm volatile("cp.async.wait_group %0;" ::"n"(OWN - 2) : "memory");  // tile j is in
+      __syncwarp();
+      if (!MAPS && KIND != CHASE) {
+        long long t_lo;
+        const int rows = tile_at(j, t_lo);
+        // a summary's transform: int32 lanes, -1 where its lane's path went out of range;
+        // its d is a product of d already conjugated
+        const int* summary_index = agg_index + agg_row0 + t_lo * N;
+        auto summary_lane = [&](int r, int lane) {
+          const int to = summary_index[r * N + lane];
+          return to >= 0 && to < N ? to : -1;
+        };
+        const int sl = j % PIPE_STAGES;
+        write_tables<T, KIND, W>(summary_lane, rows, sm.table(sl, 0), sm.step_table_bytes, sm.terms(sl), N, NB,
+                                 lane_id);
+      }
+      hand_over(j, issue);
+    }
+    for (; j < tiles; j += PIPE_PRODUCERS) {
       asm volatile("cp.async.wait_group %0;" ::"n"(OWN - 2) : "memory");  // tile j is in
       __syncwarp();
       const int sl = j % PIPE_STAGES;
       long long t_lo;
-      const int rows = tile_at(j, t_lo);
+      const int rows = chunk_tile_at(j, t_lo);
       if (conj_d) {
         conj_rows(sm.d(sl), sm.values_pitch, rows, N, lane_id);
         if (GRAD_D) conj_rows(sm.x_prev(sl), sm.values_pitch, rows, N, lane_id);
@@ -227,11 +292,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
         auto decoded = [&](int r, int lane) { return lane_of<IW>(index[r * N + lane], is_signed, N); };
         write_tables<T, KIND, W>(decoded, rows, sm.table(sl, 0), sm.step_table_bytes, sm.terms(sl), N, NB, lane_id);
       }
-      named_arrive<CW>(full_barrier(sl));
-      // the next tile but one of this producer takes the slot of its previous tile
-      const int next = j + PIPE_PRODUCERS * (OWN - 1);
-      if (next < tiles && next >= PIPE_STAGES) named_sync<CW>(empty_barrier(next % PIPE_STAGES));
-      issue(next);
+      hand_over(j, issue_chunk_tile);
     }
     asm volatile("cp.async.wait_group 0;" ::: "memory");
     return;
@@ -252,7 +313,7 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     const int lane = own + e;
     x[e] = T();
     if (!TRACK && lane < N) {
-      if (c > 0) {
+      if (c > 0 && !fold) {
         x[e] = chain[(s * (chunks - 1) + c - 1) * (long long)N + lane];
       } else if (x0 != nullptr) {
         x[e] = x0[s * x0_stride + lane];
@@ -301,6 +362,12 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     const int sl = j % PIPE_STAGES;
     long long t_lo;
     const int rows = tile_at(j, t_lo);
+    // A summary tile's steps run in the summaries' order, and their rows of x (and
+    // grad_d) go to the row of the chunk's first step, which that step overwrites
+    // later: no predicate on the steps' stores (with one, the dictionary form's scatter
+    // forward ran 6 % slower, docs/benchmarks.md)
+    const bool summary_tile = j < summary_tiles;
+    const bool tile_rev = rev && !summary_tile;
     const word* index = sm.index(sl);
     const T* dt = sm.d(sl);
     const T* bt = sm.b(sl);
@@ -324,8 +391,8 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     named_sync<CW>(full_barrier(sl));
     // the tile's rows in time order, up or down in reverse, through pointers that
     // step by a row (fewer instructions per step than indexing from r)
-    const int dr = rev ? -1 : 1;
-    int r = rev ? rows - 1 : 0;
+    const int dr = tile_rev ? -1 : 1;
+    int r = tile_rev ? rows - 1 : 0;
     const T* d_row = dt + r * vp + at;
     const T* b_row = bt + r * vp + at;
     const T* x_prev_row = xt + r * vp + at;
@@ -333,9 +400,10 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     const unsigned char* tab_row = MAPS ? nullptr : sm.table(sl, r);
     const unsigned char* terms_row = KIND == SCATTER && !MAPS ? sm.terms(sl) + r : nullptr;
     const int tab_step = dr * sm.step_table_bytes;
-    T* out_row = TRACK ? nullptr : out_seq + (t_lo + r) * N + own;
-    T* grad_d_row = GRAD_D ? grad_d_seq + (t_lo + r) * N + own : nullptr;
-    const long long out_step = dr * (long long)N;
+    const long long row_at = summary_tile ? (rev ? hi - 1 : lo) : t_lo + r;
+    T* out_row = TRACK ? nullptr : out_seq + row_at * N + own;
+    T* grad_d_row = GRAD_D ? grad_d_seq + row_at * N + own : nullptr;
+    const long long out_step = summary_tile ? 0LL : dr * (long long)N;
     if constexpr (KIND == CHASE) {
       chase_tile<T, IW, MAPS, E>(paths, index, dt, bt, vp, rows, rev, is_signed, N, K, sm.maps);
     } else for (int i = 0; i < rows; ++i) {
