@@ -8,7 +8,9 @@ multiprocessors are cut into chunks of time as below.  The VJP for N <= 128
 the carry (writing grad_d as it goes), and small kernels for the rest
 (pdscan_vjp.cu).  The chunk summaries of gather kind follow each lane's path back
 through its chunk instead of exchanging the state (pdscan_pipe_chase.cuh,
-``pipe_chase``).  Everything else (N over 128) runs the team kernels of
+``pipe_chase``); where their scan would run one block a sequence, the replay runs
+each chunk's earlier summaries as its first steps instead of a launch of that scan
+(``pipe_fold_chain``), so the pipelined scan cut in time is two launches.  Everything else (N over 128) runs the team kernels of
 pdscan_kernels.cu on one of two schedules (``plan``):
 
 * **sequences**: one team (thread block) per sequence walks all of time: one pass
@@ -65,7 +67,8 @@ vjp_fuse_grad_d: bool = True
 PIPE_TILE_BYTES = int(os.environ.get("PDSCAN_CUDA_PIPE_TILE_BYTES", str(32 * 1024)))
 #: fewer sequences than PIPE_CUT_BELOW times the multiprocessors are cut into chunks of
 #: time (at least PIPE_MIN_CHUNK steps) for PIPE_BLOCKS_PER_SM blocks per multiprocessor,
-#: three launches as in ``plan``; measured on the H200 (docs/benchmarks.md, "Schedules").
+#: three launches as in ``plan`` (two where the summaries' scan folds into the replay);
+#: measured on the H200 (docs/benchmarks.md, "Schedules").
 #: Cut, the time grows with S (two passes over the inputs); one block a sequence, it stays
 #: that of one sequence up to a block per multiprocessor: they meet at about 0.6 of them
 #: in scatter mode, 0.5 in gather mode ("When to cut time")
