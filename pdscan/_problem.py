@@ -145,6 +145,13 @@ def check_flag(value, name):
         raise TypeError(f"{name}: expected a Python bool, got {where}{kind.__name__} {value!r}")
 
 
+def check_options(mode, reverse):
+    """The scan's options that pick code (static arguments under jax.jit, plain
+    Python values under torch.compile): ``mode`` and ``reverse``."""
+    monoid.check_mode(mode)
+    check_flag(reverse, "reverse")
+
+
 def _check_integer(xp, a, name):
     if not xp.isdtype(a.dtype, "integral"):
         raise integer_dtype_error(name, a.dtype)
@@ -212,8 +219,7 @@ def prepare(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, c
     ``extra`` maps more argument names to arrays that must come from the same
     library (for example x and grad_x of a VJP); they are only type-checked here.
     """
-    monoid.check_mode(mode)
-    check_flag(reverse, "reverse")
+    check_options(mode, reverse)
     check_flag(check_index, "check_index")
     named = dict(index=index, d=d, b=b, x0=x0, maps=maps, **(extra or {}))
     library = common_library(named)

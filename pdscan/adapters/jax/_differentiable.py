@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ... import backends, monoid
+from ... import backends
 from ..._namespace import common_library
-from ..._problem import check_flag, check_range, prepare
+from ..._problem import check_flag, check_options, check_range, prepare
 
 #: the pure-XLA backend's registry entry (kept here too so that it can be selected
 #: by name once the adapter is loaded, whatever the core list holds)
@@ -173,8 +173,7 @@ def scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, back
     # NumPy arrays become JAX arrays, as in any JAX function (jax.test_util and jit
     # constants hand those over); other libraries are never converted
     index, d, b, x0, maps = (None if a is None else jnp.asarray(a) for a in (index, d, b, x0, maps))
-    monoid.check_mode(mode)
-    check_flag(reverse, "reverse")  # before jit hashes it as a static argument
+    check_options(mode, reverse)  # before jit hashes them as static arguments
     check_flag(check_index, "check_index")
     if check_index:
         _check_index_when_concrete(index, d, b, x0, maps, mode, reverse)

@@ -23,9 +23,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ... import monoid, ste
+from ... import ste
 from ..._namespace import common_library
-from ..._problem import check_flag
+from ..._problem import check_options
 from ._differentiable import library_of_argument
 
 _custom = {}
@@ -33,8 +33,7 @@ _custom = {}
 
 def _check_static(mode, reverse, temperature):
     """The core's errors for arguments that become static (hashed) under jit."""
-    monoid.check_mode(mode)
-    check_flag(reverse, "reverse")
+    check_options(mode, reverse)
     if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
         raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ... import _api, monoid
-from ..._problem import check_flag
+from ... import _api
+from ..._problem import check_flag, check_options
 from ._ops import scan_backward, scan_forward
 
 
@@ -87,7 +87,7 @@ def scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, chec
     if torch.compiler.is_compiling():
         # the op's fake implementation runs the core's shape and dtype checks while
         # tracing; mode and reverse are plain Python values, checked here
-        _check_options(mode, reverse)
+        check_options(mode, reverse)
         return scan_forward(index, d, b, x0, maps, mode, reverse)
     arrays = (index, d, b, x0, maps)
     all_tensors = all(a is None or isinstance(a, torch.Tensor) for a in arrays)
@@ -95,16 +95,11 @@ def scan(index, d, b, x0=None, *, maps=None, mode="scatter", reverse=False, chec
         # the op checks shapes and dtypes with the core's prepare (on views, no
         # copies) and reduces gradients over broadcast dimensions itself; going
         # through pdscan.scan would run prepare a second time, on the tensors
-        _check_options(mode, reverse)
+        check_options(mode, reverse)
         return torch.ops.pdscan.scan_forward.default(index, d, b, x0, maps, mode, reverse)
     # index values to check, or a non-tensor argument: the core's checks and errors
     return _api.scan(index, d, b, x0, maps=maps, mode=mode, reverse=reverse, backend="torch",
                      check_index=check_index)
-
-
-def _check_options(mode, reverse):
-    monoid.check_mode(mode)
-    check_flag(reverse, "reverse")
 
 
 __all__ = ["BACKEND", "TorchBackend", "scan", "scan_forward", "scan_backward"]

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ... import monoid, ste
+from ... import ste
 from ..._namespace import namespace
-from ..._problem import check_flag, unbroadcast
+from ..._problem import check_options, unbroadcast
 from . import _kernels
 from ._ops import _check_device
 
@@ -200,8 +200,7 @@ scan_ste_mixture_forward.register_autograd(_make_backward(scan_ste_mixture_backw
 
 
 def _check_static(mode, reverse, temperature=None):
-    monoid.check_mode(mode)
-    check_flag(reverse, "reverse")
+    check_options(mode, reverse)
     if temperature is not None and not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
                                         and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
