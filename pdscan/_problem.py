@@ -145,6 +145,13 @@ def check_flag(value, name):
         raise TypeError(f"{name}: expected a Python bool, got {where}{kind.__name__} {value!r}")
 
 
+def check_positive(value, name):
+    """Raise unless ``value`` is a finite positive Python number (not a bool): a
+    hyperparameter such as the softmax temperature, static under jax.jit."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a positive number, got {value!r}")
+
+
 def check_options(mode, reverse):
     """The scan's options that pick code (static arguments under jax.jit, plain
     Python values under torch.compile): ``mode`` and ``reverse``."""

@@ -33,7 +33,7 @@ import math
 
 from . import backends, monoid
 from ._namespace import device, namespace
-from ._problem import check_like_output, prepare, unbroadcast
+from ._problem import check_like_output, check_positive, prepare, unbroadcast
 
 #: the mixture form materialises M_t for this many (sequence, step) pairs at a time
 MIXTURE_CHUNK_ELEMENTS = 1 << 22
@@ -201,8 +201,7 @@ def _mixed_logits(xp, s, M_flat, start, stop):
 def _mixture_problem(s, M, d, b, x0, mode, reverse, temperature):
     xp = namespace(s, M, d, b, x0)
     _check_router(xp, s, M, ("s", "M"))
-    if not (isinstance(temperature, (int, float)) and temperature > 0):
-        raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
+    check_positive(temperature, "temperature")
     K, N = M.shape[-3], M.shape[-1]
     L = s.shape[-2]
     batch = monoid._broadcast_shapes(tuple(s.shape[:-2]), tuple(M.shape[:-3]))

@@ -108,3 +108,6 @@ def test_router_errors():
         ste.scan_ste_dict(inp["w"], inp["Q"].astype(complex), inp["d"], inp["b"])
     with pytest.raises(ValueError, match=r"temperature: expected a positive number"):
         ste.scan_ste_mixture(inp["w"], inp["Q"], inp["d"], inp["b"], temperature=0.0)
+    for bad in (True, float("inf"), float("nan"), "1"):  # bool, not finite, not a number
+        with pytest.raises(ValueError, match=r"temperature: expected a positive number"):
+            ste.scan_ste_mixture(inp["w"], inp["Q"], inp["d"], inp["b"], temperature=bad)

@@ -184,6 +184,9 @@ def test_errors():
         pdscan.jax.scan_ste_dict(w[..., :1], Q, d, b)
     with pytest.raises(ValueError, match=r"temperature: expected a positive number"):
         pdscan.jax.scan_ste_mixture(w, Q, d, b, temperature=0.0)
+    for bad in (True, float("inf"), float("nan"), "1"):  # bool, not finite, not a number
+        with pytest.raises(ValueError, match=r"temperature: expected a positive number"):
+            pdscan.jax.scan_ste_mixture(w, Q, d, b, temperature=bad)
     with pytest.raises(ValueError, match="mode"):
         pdscan.jax.scan_ste_dict(w, Q, d, b, mode="sideways")
     with pytest.raises(TypeError, match="reverse: expected a Python bool"):

@@ -174,6 +174,9 @@ def test_errors():
         pdscan.torch.scan_ste_dict(w, Q.to(torch.complex128), d, b)
     with pytest.raises(ValueError, match=r"temperature: expected a positive number"):
         pdscan.torch.scan_ste_mixture(w, Q, d, b, temperature=-1.0)
+    for bad in (True, float("inf"), float("nan"), "1"):  # bool, not finite, not a number
+        with pytest.raises(ValueError, match=r"temperature: expected a positive number"):
+            pdscan.torch.scan_ste_mixture(w, Q, d, b, temperature=bad)
     with pytest.raises(ValueError, match="mode"):
         pdscan.torch.scan_ste_dict(w, Q, d, b, mode="sideways")
     with pytest.raises(TypeError, match="reverse: expected a Python bool"):

@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .._problem import check_positive
+
 
 @dataclass(frozen=True)
 class Init:
@@ -44,9 +46,8 @@ def check_config(d_model, state_size, heads, dict_size, mlp_ratio, temperature, 
                         ("dict_size", dict_size), ("mlp_ratio", mlp_ratio)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    for name, value in (("temperature", temperature), ("eps", eps)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name}: expected a positive number, got {value!r}")
+    check_positive(temperature, "temperature")
+    check_positive(eps, "eps")
     for name, pair in (("magnitude_init", magnitude_init), ("phase_init", phase_init)):
         ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from ... import ste
 from ..._namespace import common_library
-from ..._problem import check_options
+from ..._problem import check_options, check_positive
 from ._differentiable import library_of_argument
 
 _custom = {}
@@ -34,8 +34,8 @@ _custom = {}
 def _check_static(mode, reverse, temperature):
     """The core's errors for arguments that become static (hashed) under jit."""
     check_options(mode, reverse)
-    if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
-        raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
+    if temperature is not None:
+        check_positive(temperature, "temperature")
 
 
 def _to_jax(fname, named):

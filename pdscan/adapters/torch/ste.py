@@ -26,7 +26,6 @@ formulas use PyTorch's convention (``conjugate=True``); no double backward.
 
 from __future__ import annotations
 
-import math
 from collections import namedtuple
 from typing import Optional
 
@@ -36,7 +35,7 @@ from torch import Tensor
 
 from ... import ste
 from ..._namespace import namespace
-from ..._problem import check_options, unbroadcast
+from ..._problem import check_options, check_positive, unbroadcast
 from . import _kernels
 from ._ops import _check_device
 
@@ -201,9 +200,8 @@ scan_ste_mixture_forward.register_autograd(_make_backward(scan_ste_mixture_backw
 
 def _check_static(mode, reverse, temperature=None):
     check_options(mode, reverse)
-    if temperature is not None and not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-                                        and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
+    if temperature is not None:
+        check_positive(temperature, "temperature")
 
 
 def scan_ste_dict(w, Q, d, b, x0=None, *, mode="scatter", reverse=False):
