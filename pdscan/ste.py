@@ -33,7 +33,7 @@ import math
 
 from . import backends, monoid
 from ._namespace import device, namespace
-from ._problem import check_like_output, check_positive, prepare, unbroadcast
+from ._problem import check_like_output, check_options, check_positive, prepare, unbroadcast
 
 #: the mixture form materialises M_t for this many (sequence, step) pairs at a time
 MIXTURE_CHUNK_ELEMENTS = 1 << 22
@@ -191,6 +191,16 @@ def _dictionary_grads(p, u, v, members):
 
 
 # ----------------------------------------------------------------------------- mixture form
+
+
+def check_static(mode, reverse, temperature=None):
+    """The straight-through forms' options that pick code (static arguments under
+    jax.jit, plain Python values under torch.compile), with the core's errors: mode,
+    reverse and, for the mixture form, temperature.  The adapters check them before
+    tracing; here prepare and the mixture's problem check them again on the way."""
+    check_options(mode, reverse)
+    if temperature is not None:
+        check_positive(temperature, "temperature")
 
 
 def _mixed_logits(xp, s, M_flat, start, stop):

@@ -25,17 +25,9 @@ import jax.numpy as jnp
 
 from ... import ste
 from ..._namespace import common_library
-from ..._problem import check_options, check_positive
 from ._differentiable import library_of_argument
 
 _custom = {}
-
-
-def _check_static(mode, reverse, temperature):
-    """The core's errors for arguments that become static (hashed) under jit."""
-    check_options(mode, reverse)
-    if temperature is not None:
-        check_positive(temperature, "temperature")
 
 
 def _to_jax(fname, named):
@@ -118,7 +110,7 @@ def scan_ste_dict(w, Q, d, b, x0=None, *, mode="scatter", reverse=False, backend
     tensor per step.  Usable under jax.jit, jax.grad and jax.vmap.
     """
     w, Q, d, b, x0 = _to_jax("scan_ste_dict", dict(w=w, Q=Q, d=d, b=b, x0=x0))
-    _check_static(mode, reverse, None)
+    ste.check_static(mode, reverse)
     return _run(w, Q, d, b, x0, form="dict", mode=mode, reverse=reverse, temperature=None, backend=backend)
 
 
@@ -131,6 +123,6 @@ def scan_ste_mixture(s, M, d, b, x0=None, *, mode="scatter", reverse=False, temp
     recomputed a chunk of steps at a time, never stored for every step.
     """
     s, M, d, b, x0 = _to_jax("scan_ste_mixture", dict(s=s, M=M, d=d, b=b, x0=x0))
-    _check_static(mode, reverse, temperature)
+    ste.check_static(mode, reverse, temperature)
     return _run(s, M, d, b, x0, form="mixture", mode=mode, reverse=reverse, temperature=float(temperature),
                 backend=backend)

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ... import ste
 from ..._namespace import namespace
-from ..._problem import check_options, check_positive, unbroadcast
+from ..._problem import unbroadcast
 from . import _kernels
 from ._ops import _check_device
 
@@ -198,12 +198,6 @@ scan_ste_mixture_forward.register_autograd(_make_backward(scan_ste_mixture_backw
 # -- the public functions -------------------------------------------------------------
 
 
-def _check_static(mode, reverse, temperature=None):
-    check_options(mode, reverse)
-    if temperature is not None:
-        check_positive(temperature, "temperature")
-
-
 def scan_ste_dict(w, Q, d, b, x0=None, *, mode="scatter", reverse=False):
     """``pdscan.scan_ste_dict`` for torch tensors (dictionary form, Flash PD-SSM).
 
@@ -212,7 +206,7 @@ def scan_ste_dict(w, Q, d, b, x0=None, *, mode="scatter", reverse=False):
     straight-through surrogate in PyTorch's convention, without any N x N tensor per
     step.  Works under torch.compile(fullgraph=True).
     """
-    _check_static(mode, reverse)
+    ste.check_static(mode, reverse)
     return scan_ste_dict_forward(w, Q, d, b, x0, mode, reverse)
 
 
@@ -223,5 +217,5 @@ def scan_ste_mixture(s, M, d, b, x0=None, *, mode="scatter", reverse=False, temp
     gradients through the column softmax of M_t / temperature, recomputed a chunk of
     steps at a time in the backward.  Works under torch.compile(fullgraph=True).
     """
-    _check_static(mode, reverse, temperature)
+    ste.check_static(mode, reverse, temperature)
     return scan_ste_mixture_forward(s, M, d, b, x0, mode, reverse, float(temperature))
