@@ -13,7 +13,7 @@ from the build's own _launch.py) between builds, so every build runs on the same
 under the same drift of the machine (the interleaved rounds of gpu_schedules.py); the
 rest of the launcher is this checkout's, so a build's kernels must take the arguments it
 passes (pd_scan_pipe's from 1e213b9 on, which added its GRAD_D parameter).  --check: the outputs of every build on the
-benchmark shapes and on odd cases (crowded rows that walk the bit sets, permutations,
+benchmark shapes and on odd cases (crowded rows that walk their source lists, permutations,
 out-of-range lanes, N not a multiple of 32, reverse with x0) must equal the first
 build's bit for bit.
 """
@@ -67,7 +67,7 @@ def forward(inp, mode, reverse=False, x0=None):
 
 def odd_case(S, L, N, K=None, kind="random", seed=1):
     inp = make_inputs(S, L, N, K, seed=seed)
-    if kind == "crowded":  # every lane on three rows: the bit-set walk
+    if kind == "crowded":  # every lane on three rows: the walk of the source lists
         inp["index"] = (inp["index"] % 3).astype(cupy.int32)
     elif kind == "permutation":
         inp["index"] = cupy.argsort(cupy.random.default_rng(seed).random((S, L, N)), axis=-1).astype(cupy.int32)

@@ -579,7 +579,7 @@ def test_pipelined_scan_with_other_producer_counts(defines, monkeypatch):
 @pytest.mark.parametrize("consumer_warps", [None, 1])
 def test_pipelined_scan_sums_any_number_of_sources(consumer_warps, monkeypatch):
     """Rows with more sources than the step table holds (all 64 lanes onto 2 rows)
-    take the bit-set walk; steps mixing both kinds follow one another."""
+    walk their lists of sources; steps mixing both kinds follow one another."""
     force_pipe(monkeypatch, 11, consumer_warps)
     rng = np.random.default_rng()
     host = inputs(rng, (2,), 97, 64, np.complex128)
@@ -595,8 +595,8 @@ def test_pipelined_scan_sums_any_number_of_sources(consumer_warps, monkeypatch):
                                                       (128, 1, np.complex64)])
 def test_pipelined_scan_sums_a_row_in_lane_order(N, consumer_warps, dtype, monkeypatch):
     """Scatter sums each row's sources in lane order, bit for bit (lane_order_problem):
-    crowded rows through the bit-set walk, whose loads go out eight at a time, across
-    batches and 32-lane words; permuted steps through the planes."""
+    crowded rows through the walk of their source lists, whose loads go out eight at a
+    time, across batches and 32-lane groups; permuted steps through the planes."""
     force_pipe(monkeypatch, 5, consumer_warps)
     host, want = lane_order_problem(np.random.default_rng(), 23, N, dtype)
     got, _ = forward_both(host, mode="scatter")

@@ -350,9 +350,12 @@ def _pipe_rows(ix, itemsize, kind, N):
     """(lanes per row NB, d/b row pitch, a step's table) in bytes, as in pdscan_pipe.cu;
     ``kind`` one of ``K.PIPE_KINDS``."""
     cw, e = K.pipe_shape(N, pipe_consumer_warps)
-    nb, w = -(-N // e) * e, cw * e
-    # chase: no tables (its producers only copy)
-    table = {"scatter": _round16(_round16(2 * nb) + 4 * w * nb + 4 * w), "gather": _round16(4 * nb), "chase": 0}[kind]
+    nb, w, r16 = -(-N // e) * e, cw * e, _round16
+    # scatter: where each lane stores (u16), then a walk's lists: nb + 1 row starts and
+    # nb lanes (u8), w words of lanes out of range; or, while ranking, a word and a
+    # count (u8) a row; chase: no tables (its producers only copy)
+    scatter = max(r16(r16(2 * nb) + r16(nb + 1) + r16(nb) + 4 * w), r16(4 * nb) + r16(nb))
+    table = {"scatter": scatter, "gather": r16(4 * nb), "chase": 0}[kind]
     return nb, _round16(itemsize * nb), table
 
 

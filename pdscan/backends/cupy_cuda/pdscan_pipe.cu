@@ -20,8 +20,8 @@
 // accesses; more consumer warps give each fewer lanes, at the price of a named
 // barrier across them (STEP_BARRIER) instead of a warp barrier at every step.
 // Scatter sums each row's sources in lane order: bitwise reproducible (a step with
-// a row of more than RCAP sources, or an out-of-range index, walks the row's bit
-// set of sources instead, in the same order).
+// a row of more than RCAP sources, or an out-of-range index, walks the row's list
+// of sources instead, in the same order).
 //
 // Three producers and, from N = 33 on, two consumer warps: building scatter
 // tables takes about as long as running the steps, and the split of each side that
@@ -63,8 +63,9 @@ namespace pd {
 // are NB = N rounded up to E entries, their pitch a multiple of 16 bytes.
 //   slot (PIPE_STAGES): [index words | d rows | b rows | GRAD_D: x_prev rows | gather: offsets rows
 //                        | chase: no tables
-//                        | scatter: rows of where each lane stores (u16), bit-set rows (W words),
-//                                   invalid lanes (W words) | terms]
+//                        | scatter: rows of where each lane stores (u16), then the walk's
+//                                   lists (row starts, order: u8; lanes out of range: W words)
+//                                   | terms]
 //   [maps K N] [their tables, K + 1 entries (entry K: a selector out of range)]
 //   [exchange, 2 halves: gather: NB + 2 entries (NB stays 0, NB + 1 NaN);
 //                        scatter: RCAP planes of NB rows, NB lane entries (zero between steps);
@@ -73,7 +74,7 @@ namespace pd {
 template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK, bool GRAD_D>
 struct pipe_smem {
   static constexpr int VALUE_ROWS = GRAD_D ? 3 : 2;  // d, b (and x_prev) rows of a step
-  static constexpr int W = E * CW;  // 32-lane words of a row's bit set
+  static constexpr int W = E * CW;  // 32-lane groups of a row's lanes
   typedef typename index_word<IW>::type word;
   int NB, tile_len, K, exchange_entries;
   // byte sizes and offsets within the block's shared memory: 32-bit, so that the
@@ -91,10 +92,8 @@ struct pipe_smem {
   __host__ __device__ pipe_smem(unsigned char* p, int tile_len_, int N, int K_) : tile_len(tile_len_), K(K_) {
     NB = (N + E - 1) / E * E;
     values_pitch = (int)round16((long long)sizeof(T) * NB);
-    // a step's table: gather: offsets; scatter: where each lane stores, bit sets, lanes out of range
-    step_table_bytes = (int)(KIND == GATHER  ? round16(4LL * NB)
-                             : KIND == CHASE ? 0
-                                             : round16(scatter_masks_at(NB) + 4LL * W * NB + 4LL * W));
+    // a step's table: gather: offsets; scatter: where each lane stores, the walk's lists
+    step_table_bytes = (int)(KIND == GATHER ? round16(4LL * NB) : KIND == CHASE ? 0 : scatter_table_bytes(NB, W));
     index_bytes = (int)round16(MAPS ? 4LL * tile_len : (long long)IW * tile_len * N);
     values_bytes = values_pitch * tile_len;
     slot_bytes = index_bytes + VALUE_ROWS * values_bytes;
@@ -127,8 +126,16 @@ struct pipe_smem {
   __device__ unsigned char* map_terms() const { return map_table(K + 1); }
 };
 
+// Rows of 128 lanes over two consumer warps (N over 64) get a register bound for the 4
+// blocks a multiprocessor the launcher plans (ptxas took 126-128 registers without it,
+// room for 3); the others need none (96 registers; bounded, their code measured slower).
+template <int E, int CW>
+constexpr int pipe_min_blocks() {
+  return E * CW == 4 && CW == 2 ? 4 : 0;
+}
+
 template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK, bool GRAD_D>
-__global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
+__global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS), (pipe_min_blocks<E, CW>())) pd_scan_pipe(
     const void* __restrict__ index_raw, long long index_stride, int index_grain,
     const int* __restrict__ maps, long long maps_stride, int K,
     const T* __restrict__ d, long long d_stride, int d_grain,
@@ -481,11 +488,11 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
         }
         consumer_sync<CW>();
         T acc[E] = {};
-        if (terms == WALK_MASKS) {
+        if (terms == WALK) {
           // (returned by value: an array passed to a call would live in local memory)
           if (active) {
-            const pack<T, E> walked = walk_sources<T, E, W>((int)(tab - smem_raw) + (int)scatter_masks_at(NB),
-                                                            buf_at + (int)sizeof(T) * lane_entry(0, NB), at, NB);
+            const pack<T, E> walked =
+                walk_sources<T, E>((int)(tab - smem_raw), buf_at + (int)sizeof(T) * lane_entry(0, NB), at, NB);
 #pragma unroll
             for (int e = 0; e < E; ++e) acc[e] = walked.v[e];
           }
@@ -529,8 +536,8 @@ __global__ void __launch_bounds__(32 * (CW + PIPE_PRODUCERS)) pd_scan_pipe(
     }
     if (j + PIPE_STAGES < tiles) {
       // The consumer warps meet before they release the slot: the tile's last step
-      // may read the slot after its exchange barrier (TRACK's sigma, the walk's bit
-      // sets), and racecheck takes those reads as ordered before the producer's next
+      // may read the slot after its exchange barrier (TRACK's sigma, the walk's source
+      // lists), and racecheck takes those reads as ordered before the producer's next
       // writes into the slot only with this barrier between (the EMPTY barrier orders
       // them already in PTX).  One barrier a tile.
       consumer_sync<CW>();

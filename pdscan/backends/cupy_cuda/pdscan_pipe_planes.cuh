@@ -1,6 +1,6 @@
 // What a consumer of the pipelined scan (pdscan_pipe.cu) reads after a scatter step's
 // exchange barrier: the sum of a row's sources from the planes they were stored in,
-// or, on a crowded step, from the walk of the row's bit set of sources.
+// or, on a crowded step, from the walk of the row's list of sources.
 #pragma once
 #include "pdscan_common.cuh"
 #include "pdscan_pipe_producer.cuh"
@@ -28,39 +28,34 @@ __device__ __forceinline__ void sum_planes(T (&acc)[E], unsigned char* half, con
   }
 }
 
-// A scatter step that walks the bit sets: element e is the sum, in lane order, of the
-// terms of every source of row at + e (its bit set: W words at byte `masks_at` of
-// shared memory; the lanes' terms at `by_lane_at`), NaN where that row's own lane is
-// out of range.  Loads go out WALK_BATCH at a time, all before their adds, so a
-// crowded row costs a few load latencies rather than one per source: every step of
-// the scan of chunk summaries walks (a chunk's composed map crowds its lanes onto a
-// row or two).  Out of line because, inlined, its registers slowed the common step.
+// A scatter step that walks its source lists: element e is the sum, in lane order, of
+// the terms of every source of row at + e (order[start[row]] .. before
+// order[start[row + 1]] in the step's table at byte `table_at` of shared memory; the
+// lanes' terms at `by_lane_at`), NaN where that row's own lane is out of range.  Loads
+// go out WALK_BATCH at a time, all before their adds, so a crowded row costs a few load
+// latencies rather than one per source: every step of the scan of chunk summaries
+// walks (a chunk's composed map crowds its lanes onto a row or two).  Out of line
+// because, inlined, its registers slowed the common step.
 constexpr int WALK_BATCH = 8;
-template <typename T, int E, int W>
-__device__ __noinline__ pack<T, E> walk_sources(int masks_at, int by_lane_at, int at, int NB) {
+template <typename T, int E>
+__device__ __noinline__ pack<T, E> walk_sources(int table_at, int by_lane_at, int at, int NB) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  const unsigned* masks = (const unsigned*)(smem_raw + masks_at);
-  const unsigned* inv = masks + W * NB;
+  const unsigned char* start = smem_raw + table_at + scatter_starts_at(NB);
+  const unsigned char* order = smem_raw + table_at + scatter_order_at(NB);
+  const unsigned* invalid = (const unsigned*)(smem_raw + table_at + scatter_invalid_at(NB));
   const T* by_lane = (const T*)(smem_raw + by_lane_at);
   pack<T, E> acc;
 #pragma unroll
   for (int e = 0; e < E; ++e) {
-    const int lane = at + e;
-    T sum = ((inv[lane >> 5] >> (lane & 31)) & 1u) ? nan_of(T()) : T();
+    const int row = at + e, end = start[row + 1];
+    T sum = ((invalid[row >> 5] >> (row & 31)) & 1u) ? nan_of(T()) : T();
+    for (int k = start[row]; k < end; k += WALK_BATCH) {
+      T term[WALK_BATCH];
 #pragma unroll
-    for (int w = 0; w < W; ++w) {
-      for (unsigned m = masks[lane * W + w]; m != 0u;) {
-        const int n = __popc(m);
-        T term[WALK_BATCH];
+      for (int q = 0; q < WALK_BATCH; ++q) term[q] = by_lane[k + q < end ? order[k + q] : 0];  // lane 0's: not added
 #pragma unroll
-        for (int k = 0; k < WALK_BATCH; ++k) {
-          term[k] = by_lane[m != 0u ? w * 32 + __ffs(m) - 1 : 0];  // lane 0's entry: read, not added
-          m &= m - 1u;
-        }
-#pragma unroll
-        for (int k = 0; k < WALK_BATCH; ++k)
-          if (k < n) sum = add(sum, term[k]);
-      }
+      for (int q = 0; q < WALK_BATCH; ++q)
+        if (k + q < end) sum = add(sum, term[q]);
     }
     acc.v[e] = sum;
   }

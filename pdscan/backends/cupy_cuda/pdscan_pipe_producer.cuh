@@ -1,6 +1,7 @@
 // The pipelined scan's producer side (pdscan_pipe.cu): copies of a tile's inputs
 // into shared memory, and the step tables the consumers read (gather: each lane's
-// source; scatter: where each lane's term goes, with bit sets for crowded steps).
+// source; scatter: where each lane's term goes, or lists of each row's sources for
+// crowded steps).
 // Also the ring of slots with the barriers between the two sides, and the vector
 // accesses both sides use.
 #pragma once
@@ -43,7 +44,7 @@ __device__ __forceinline__ void consumer_sync() {
   }
 }
 
-constexpr unsigned char WALK_MASKS = 0xff;  // a step's `terms`: use the bit sets
+constexpr unsigned char WALK = 0xff;  // a step's `terms`: walk the rows' source lists
 
 constexpr int RCAP = 8;  // scatter: up to RCAP sources of a row exchanged in planes, in lane order
 
@@ -117,13 +118,126 @@ __device__ __forceinline__ void conj_rows(complex_t<R>* at, int pitch, int rows,
 // RCAP planes of NB rows, then one entry per lane.  Lane j of a step stores d x into
 // plane k at its row when it is the row's k-th source in lane order, so that a row's
 // owner finds its sources at fixed places, planes 0, 1, ... (entries no source wrote
-// hold zero); on a step that walks the bit sets, every lane stores into its own
+// hold zero); on a step that walks the source lists, every lane stores into its own
 // entry after the planes instead.
 __device__ __forceinline__ int plane_entry(int plane, int row, int NB) { return plane * NB + row; }
 __device__ __forceinline__ int lane_entry(int lane, int NB) { return RCAP * NB + lane; }
 __host__ __device__ __forceinline__ long long scatter_exchange_entries(int NB) { return (RCAP + 1LL) * NB; }
-// a scatter step's table: where each lane stores (u16 byte offsets), then the bit sets
-__host__ __device__ __forceinline__ long long scatter_masks_at(int NB) { return round16(2LL * NB); }
+// A scatter step's table (see write_tables): where each lane stores (NB u16); for a
+// walking step, each row's first source (NB + 1 u8), the sources in row order (NB u8)
+// and the lanes out of range (W words).  While the producer ranks the step's sources
+// the same bytes hold a bit word and a count per row (scatter_rank_bytes).  O(N) bytes
+// a step, so that at N = 128 a slot holds two steps (bit sets of every row's sources,
+// N^2 / 8 bytes, held one).  u8: NB is at most 32 W = 128, so lanes and counts fit.
+__host__ __device__ __forceinline__ long long scatter_starts_at(int NB) { return round16(2LL * NB); }
+__host__ __device__ __forceinline__ long long scatter_order_at(int NB) {
+  return scatter_starts_at(NB) + round16(NB + 1LL);
+}
+__host__ __device__ __forceinline__ long long scatter_invalid_at(int NB) {
+  return scatter_order_at(NB) + round16((long long)NB);
+}
+__host__ __device__ __forceinline__ long long scatter_counts_at(int NB) { return round16(4LL * NB); }
+__host__ __device__ __forceinline__ long long scatter_table_bytes(int NB, int W) {
+  const long long lists = round16(scatter_invalid_at(NB) + 4LL * W), ranking = scatter_counts_at(NB) + round16(NB);
+  return lists > ranking ? lists : ranking;
+}
+
+// rank[q][e]: how many lanes before lane e * 32 + lane_id (in lane order) land on its
+// row t[q][e] (-1: out of range, rank undefined), for R steps at once (their latencies
+// overlap), each in its table's bytes (`scratch[q]`): a bit word per row (u32) and a
+// count per row (u8) of the sources so far.  The lanes go 32 at a time: each source
+// clears its row's word (every row read is one a source cleared: no clearing of all
+// rows), sets its bit, and its rank is the row's count plus the bits below its own;
+// the row's highest source of the 32 adds their number to the count.
+template <int R, int W>
+__device__ __forceinline__ void rank_sources(const int (&t)[R][W], int (&rank)[R][W],
+                                             unsigned char* const (&scratch)[R], int NB, int lane_id) {
+  const unsigned lower = (1u << lane_id) - 1u;
+  unsigned* word[R];
+  unsigned char* count[R];
+#pragma unroll
+  for (int q = 0; q < R; ++q) {
+    word[q] = (unsigned*)scratch[q];
+    count[q] = scratch[q] + scatter_counts_at(NB);
+#pragma unroll
+    for (int e = 0; e < W; ++e)
+      if (t[q][e] >= 0) count[q][t[q][e]] = 0;
+  }
+#pragma unroll
+  for (int e = 0; e < W; ++e) {
+#pragma unroll
+    for (int q = 0; q < R; ++q)
+      if (t[q][e] >= 0) word[q][t[q][e]] = 0u;
+    __syncwarp();  // (also: the counts the last 32 lanes wrote)
+#pragma unroll
+    for (int q = 0; q < R; ++q)
+      if (t[q][e] >= 0) atomicOr(word[q] + t[q][e], 1u << lane_id);
+    __syncwarp();
+    unsigned bits[R];
+    int before[R];
+#pragma unroll
+    for (int q = 0; q < R; ++q) {
+      const int row = t[q][e] >= 0 ? t[q][e] : 0;
+      bits[q] = word[q][row];
+      before[q] = count[q][row];
+      rank[q][e] = before[q] + __popc(bits[q] & lower);
+    }
+    __syncwarp();  // every word and count read before they change
+#pragma unroll
+    for (int q = 0; q < R; ++q)
+      if (t[q][e] >= 0 && (bits[q] >> lane_id) == 1u) count[q][t[q][e]] = (unsigned char)(before[q] + __popc(bits[q]));
+  }
+  __syncwarp();
+}
+
+// A walking step's lists (write_tables), by the producer warp: rare, but every step
+// of a scan of chunk summaries walks.  Each row's count of sources (u8 in 32-bit
+// words: no carry, as counts stay under 2^8), their exclusive prefix sum in row order
+// over the warp, then each source lane at its row's start plus its rank.
+template <int W>
+__device__ __forceinline__ void write_walk_lists(unsigned char* table, const int (&target_of)[W],
+                                                 const int (&rank)[W], int N, int NB, int lane_id) {
+  unsigned char* start = table + scatter_starts_at(NB);
+  unsigned char* order = table + scatter_order_at(NB);
+  unsigned* invalid = (unsigned*)(table + scatter_invalid_at(NB));
+  for (int i = lane_id; i < (NB + 4) / 4; i += 32) ((unsigned*)start)[i] = 0u;
+  __syncwarp();
+#pragma unroll
+  for (int e = 0; e < W; ++e) {
+    const int t = target_of[e];
+    if (t >= 0) atomicAdd((unsigned*)start + (t >> 2), 1u << (8 * (t & 3)));
+    const unsigned bad = __ballot_sync(0xffffffffu, e * 32 + lane_id < N && t < 0);
+    if (lane_id == 0) invalid[e] = bad;
+  }
+  __syncwarp();
+  int first[W], total = 0;
+#pragma unroll 1
+  for (int e = 0; e < W; ++e) {
+    const int row = e * 32 + lane_id;
+    const int n = row < NB ? start[row] : 0;
+    int sum = n;
+#pragma unroll
+    for (int o = 1; o < 32; o *= 2) {
+      const int up = __shfl_up_sync(0xffffffffu, sum, o);
+      if (lane_id >= o) sum += up;
+    }
+    first[e] = total + sum - n;
+    total += __shfl_sync(0xffffffffu, sum, 31);
+  }
+  __syncwarp();  // every count read before the starts overwrite them
+#pragma unroll
+  for (int e = 0; e < W; ++e) {
+    const int row = e * 32 + lane_id;
+    if (row < NB) start[row] = (unsigned char)first[e];
+  }
+  if (lane_id == 0) start[NB] = (unsigned char)total;
+  __syncwarp();
+#pragma unroll
+  for (int e = 0; e < W; ++e) {
+    const int t = target_of[e];
+    if (t >= 0) order[start[t] + rank[e]] = (unsigned char)(e * 32 + lane_id);
+  }
+}
 
 // The tables of `rows` steps, written by the producer warp; target(r, lane) is
 // the row lane `lane` of step r lands on (-1: out of range).  Step r's table
@@ -131,13 +245,15 @@ __host__ __device__ __forceinline__ long long scatter_masks_at(int NB) { return 
 //   gather: offsets[i], the byte offset of lane i's source in the exchange (NB + 1,
 //           the NaN entry, when out of range; NB, the zero entry, past N);
 //   scatter: to[j] (u16), the byte offset in an exchange half where lane j stores
-//           (plane_entry(rank, row), or lane_entry(j) on a walking step and past N);
-//           then the bit sets masks[i * W + w] of row i's sources (W words: NB <= 32 W)
-//           and inv[w] of the lanes out of range; terms[r] is the most sources of any
-//           row, or WALK_MASKS when over RCAP or when a lane is out of range.
-// Scatter tables are built in three passes over all the rows (clear the bit sets,
-// set the bits, rank each source by a population count of its row's bits below it),
-// so a warp barrier separates passes rather than steps, and the rows' latencies overlap.
+//           (plane_entry(rank, row), or lane_entry(j) on a walking step, past N and
+//           out of range); terms[r], the most sources of any row, or WALK when over
+//           RCAP or when a lane is out of range; a walking step also lists each row's
+//           sources in lane order: order[] from start[i] to start[i + 1] for row i,
+//           and invalid[w] the lanes out of range, whose rows are NaN.
+template <int R>
+struct steps {
+  static constexpr int value = R;
+};
 template <typename T, int KIND, int W, typename Target>
 __device__ __forceinline__ void write_tables(const Target& target, int rows, unsigned char* tables, long long stride,
                                              unsigned char* terms, int N, int NB, int lane_id) {
@@ -155,69 +271,50 @@ __device__ __forceinline__ void write_tables(const Target& target, int rows, uns
     }
     return;
   }
-  const long long masks_at = scatter_masks_at(NB);
-  // lane e * 32 + lane_id of a row's NB (<= 32 W) is this thread's: loops over e unroll
   __syncwarp();  // the consumer reads tables only after FULL; this warp's earlier reads are done
-  for (int r = 0; r < rows; ++r) {
-    unsigned* masks = (unsigned*)(tables + r * stride + masks_at);
+  // R steps at a time (two, then the odd one)
+  auto build = [&](auto count, int r0) {
+    constexpr int R = decltype(count)::value;
+    int target_of[R][W], rank[R][W];
+    unsigned char* table[R];
 #pragma unroll
-    for (int e = 0; e < W; ++e) {
-      const int i = e * 32 + lane_id;
-      if (i < NB) {
+    for (int q = 0; q < R; ++q) {
+      table[q] = tables + (r0 + q) * stride;
 #pragma unroll
-        for (int w = 0; w < W; ++w) masks[i * W + w] = 0u;
+      for (int e = 0; e < W; ++e) {
+        const int lane = e * 32 + lane_id;
+        target_of[q][e] = lane < N ? target(r0 + q, lane) : -1;
       }
     }
-  }
-  __syncwarp();
-#pragma unroll 2
-  for (int r = 0; r < rows; ++r) {
-    unsigned* masks = (unsigned*)(tables + r * stride + masks_at);
+    rank_sources<R, W>(target_of, rank, table, NB, lane_id);
 #pragma unroll
-    for (int e = 0; e < W; ++e) {
-      const int lane = e * 32 + lane_id;
-      const int t = lane < N ? target(r, lane) : 0;
-      if (t >= 0 && lane < N) atomicOr(masks + t * W + e, 1u << lane_id);
-      const unsigned bad = __ballot_sync(0xffffffffu, t < 0);
-      if (lane_id == 0) masks[W * NB + e] = bad;
-    }
-  }
-  __syncwarp();
-  const unsigned lower = (1u << lane_id) - 1u;
-#pragma unroll 2
-  for (int r = 0; r < rows; ++r) {
-    unsigned char* table = tables + r * stride;
-    const unsigned* masks = (const unsigned*)(table + masks_at);
-    int target_of[W], rank[W];
-    int most = 0;
-    bool bad = false;
+    for (int q = 0; q < R; ++q) {
+      int most = 0;
+      bool bad = false;
 #pragma unroll
-    for (int e = 0; e < W; ++e) {
-      const int lane = e * 32 + lane_id;
-      target_of[e] = lane < N ? target(r, lane) : -1;
-      rank[e] = 0;
-      if (target_of[e] >= 0) {
-        const pack<unsigned, W> row = load_pack<unsigned, W>(masks + target_of[e] * W);
-        rank[e] = __popc(row.v[e] & lower);
-#pragma unroll
-        for (int w = 0; w < e; ++w) rank[e] += __popc(row.v[w]);
-        most = max(most, rank[e] + 1);
+      for (int e = 0; e < W; ++e) {
+        if (target_of[q][e] >= 0) most = max(most, rank[q][e] + 1);
+        bad |= e * 32 + lane_id < N && target_of[q][e] < 0;
       }
-      bad |= lane < N && target_of[e] < 0;
-    }
-    most = __reduce_max_sync(0xffffffffu, (unsigned)most);
-    const bool walk = __any_sync(0xffffffffu, bad) || most > RCAP;
-    unsigned short* to = (unsigned short*)table;
+      most = __reduce_max_sync(0xffffffffu, (unsigned)most);
+      const bool walk = __any_sync(0xffffffffu, bad) || most > RCAP;
+      if (lane_id == 0) terms[r0 + q] = walk ? WALK : (unsigned char)most;
+      unsigned short* to = (unsigned short*)table[q];
 #pragma unroll
-    for (int e = 0; e < W; ++e) {
-      const int lane = e * 32 + lane_id;
-      if (lane < NB) {
-        const int entry = walk || target_of[e] < 0 ? lane_entry(lane, NB) : plane_entry(rank[e], target_of[e], NB);
-        to[lane] = (unsigned short)(entry * sizeof(T));
+      for (int e = 0; e < W; ++e) {
+        const int lane = e * 32 + lane_id;
+        if (lane < NB) {
+          const int t = target_of[q][e];
+          to[lane] =
+              (unsigned short)((walk || t < 0 ? lane_entry(lane, NB) : plane_entry(rank[q][e], t, NB)) * sizeof(T));
+        }
       }
+      if (walk) write_walk_lists<W>(table[q], target_of[q], rank[q], N, NB, lane_id);
     }
-    if (lane_id == 0) terms[r] = walk ? WALK_MASKS : (unsigned char)most;
-  }
+  };
+  int r = 0;
+  for (; r + 2 <= rows; r += 2) build(steps<2>(), r);
+  if (r < rows) build(steps<1>(), r);
 }
 
 }  // namespace pd
