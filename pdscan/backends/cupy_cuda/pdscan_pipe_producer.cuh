@@ -126,7 +126,7 @@ __host__ __device__ __forceinline__ long long scatter_exchange_entries(int NB) {
 // A scatter step's table (see write_tables): where each lane stores (NB u16); for a
 // walking step, each row's first source (NB + 1 u8), the sources in row order (NB u8)
 // and the lanes out of range (W words).  While the producer ranks the step's sources
-// the same bytes hold a bit word and a count per row (scatter_rank_bytes).  O(N) bytes
+// the same bytes hold a bit word and a count per row (scatter_counts_at).  O(N) bytes
 // a step, so that at N = 128 a slot holds two steps (bit sets of every row's sources,
 // N^2 / 8 bytes, held one).  u8: NB is at most 32 W = 128, so lanes and counts fit.
 __host__ __device__ __forceinline__ long long scatter_starts_at(int NB) { return round16(2LL * NB); }
