@@ -126,12 +126,13 @@ struct pipe_smem {
   __device__ unsigned char* map_terms() const { return map_table(K + 1); }
 };
 
-// Rows of 128 lanes over two consumer warps (N over 64) get a register bound for the 4
-// blocks a multiprocessor the launcher plans (ptxas took 126-128 registers without it,
-// room for 3); the others need none (96 registers; bounded, their code measured slower).
+// The shape of N over 64 (two consumer warps, two lanes a thread) gets a register bound
+// for the 4 blocks a multiprocessor the launcher plans (ptxas took 126-128 registers
+// without it, room for 3); the others need none (96 registers; bounded, their code
+// measured slower).  0: no bound.
 template <int E, int CW>
 constexpr int pipe_min_blocks() {
-  return E * CW == 4 && CW == 2 ? 4 : 0;
+  return E == 2 && CW == 2 ? 4 : 0;
 }
 
 template <typename T, int IW, int KIND, bool MAPS, int E, int CW, bool TRACK, bool GRAD_D>

@@ -251,7 +251,7 @@ __device__ __forceinline__ void write_walk_lists(unsigned char* table, const int
 //           sources in lane order: order[] from start[i] to start[i + 1] for row i,
 //           and invalid[w] the lanes out of range, whose rows are NaN.
 template <int R>
-struct steps {
+struct steps {  // R as a type, for write_tables' generic lambda
   static constexpr int value = R;
 };
 template <typename T, int KIND, int W, typename Target>
@@ -273,8 +273,8 @@ __device__ __forceinline__ void write_tables(const Target& target, int rows, uns
   }
   __syncwarp();  // the consumer reads tables only after FULL; this warp's earlier reads are done
   // R steps at a time (two, then the odd one)
-  auto build = [&](auto count, int r0) {
-    constexpr int R = decltype(count)::value;
+  auto build = [&](auto steps_at_once, int r0) {
+    constexpr int R = decltype(steps_at_once)::value;
     int target_of[R][W], rank[R][W];
     unsigned char* table[R];
 #pragma unroll
